@@ -1,0 +1,64 @@
+"""Batched autoregressive decoding over a preallocated KV cache.
+
+Prompts of different lengths are left-padded so every row's next token sits in the last column;
+padding slots are masked out of attention and RoPE positions count real tokens only.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, attention_mask), both (B, max_len), prompts right-aligned."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        tokens[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def as_prompt_list(prompts: torch.Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[list[int]]:
+    if isinstance(prompts, torch.Tensor):
+        return [list(map(int, row)) for row in (prompts[None] if prompts.dim() == 1 else prompts).tolist()]
+    prompts = list(prompts)
+    if prompts and isinstance(prompts[0], int):
+        return [list(prompts)]  # type: ignore[arg-type]
+    return [list(p) for p in prompts]  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32, *,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+             stop_tokens: Iterable[int] = (), pad_id: int = 0, seed: int | None = None,
+             generator: torch.Generator | None = None) -> list[list[int]]:
+    """New tokens for each prompt (a stop token, when hit, ends its row and is included)."""
+    from .sampling import sample
+
+    rows = as_prompt_list(prompts)
+    device = next(model.parameters()).device
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    stops = set(int(s) for s in stop_tokens)
+    tokens, mask = left_pad(rows, pad_id, device)
+    cache = model.new_cache(len(rows), tokens.shape[1] + max_new_tokens)
+    out: list[list[int]] = [[] for _ in rows]
+    done = [False] * len(rows)
+    logits = model(tokens, attention_mask=mask, cache=cache)[:, -1]
+    for step in range(max_new_tokens):
+        nxt = sample(logits, temperature, top_k, top_p, generator)
+        for i, tok in enumerate(nxt.tolist()):
+            if not done[i]:
+                out[i].append(tok)
+                done[i] = tok in stops
+        if all(done) or step == max_new_tokens - 1:
+            break
+        logits = model(nxt[:, None], cache=cache)[:, -1]
+    return out

@@ -1,0 +1,38 @@
+"""A preallocated KV cache: decoding writes into fixed buffers, never reallocates."""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values for every layer, (B, n_kv_heads, max_len, head_dim) each.
+
+    `length` is the number of filled slots, shared by all rows (prompts are left-padded);
+    `key_valid` marks padding slots; `next_pos` is each row's next RoPE position. Rolling back
+    (speculative decoding) is setting `length` lower: stale slots are overwritten later.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int | list[int], max_len: int,
+                 head_dim: int | list[int], dtype: torch.dtype, device: torch.device | str):
+        heads = n_kv_heads if isinstance(n_kv_heads, list) else [n_kv_heads] * n_layers
+        dims = head_dim if isinstance(head_dim, list) else [head_dim] * n_layers
+        self.k = [torch.zeros(batch, h, max_len, d, dtype=dtype, device=device) for h, d in zip(heads, dims)]
+        self.v = [torch.zeros(batch, h, max_len, d, dtype=dtype, device=device) for h, d in zip(heads, dims)]
+        self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
+        self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
+        self.has_padding = False
+        self.length = 0
+        self.max_len = max_len
+        self.batch = batch
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions needed, {self.max_len} allocated")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)

@@ -1,0 +1,41 @@
+"""Multi-head attention with GQA/MQA, optional biases, RoPE and sliding windows; the kernel
+comes from the bound backend."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..backends.base import Backend
+from ..config import AttentionConfig
+from ..kv_cache import KVCache
+from ..mask import AttentionLayout
+from .rope import apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, cfg: AttentionConfig, backend: Backend, layer: int):
+        super().__init__()
+        self.cfg = cfg
+        self.backend = backend
+        self.layer = layer
+        self.scale = cfg.head_dim ** -0.5
+        self.q = nn.Linear(dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k = nn.Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v = nn.Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o = nn.Linear(cfg.n_heads * cfg.head_dim, dim, bias=cfg.o_bias)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        c = self.cfg
+        q = self.q(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
+        k = self.k(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(self.layer, k, v, layout.start)
+        out = self.backend.attention(q, k, v, layout, c.sliding_window, self.scale)
+        return self.o(out.transpose(1, 2).reshape(b, t, c.n_heads * c.head_dim))

@@ -1,0 +1,160 @@
+"""The decoder-only language model: embed → pre-norm blocks → norm → output (logits in float32)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends.base import Backend
+from ..config import BlockConfig, DecoderConfig
+from ..kv_cache import KVCache
+from ..mask import AttentionLayout
+from .attention import Attention
+from .ffn import build_ffn
+from .norm import build_norm
+from .rope import rope_tables
+
+
+class Block(nn.Module):
+    """h = x + attn(attn_norm(x)); out = h + ffn(ffn_norm(h))."""
+
+    def __init__(self, dim: int, cfg: BlockConfig, backend: Backend, layer: int):
+        super().__init__()
+        self.attn_norm = build_norm(cfg.norm, dim)
+        self.attn = Attention(dim, cfg.attention, backend, layer)
+        self.ffn_norm = build_norm(cfg.norm, dim)
+        self.ffn = build_ffn(cfg.ffn, dim)
+
+    def forward(self, x: torch.Tensor, rope: Any, layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
+        h = x + self.attn(self.attn_norm(x), rope, layout, cache)
+        return h + self.ffn(self.ffn_norm(h))
+
+
+def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 at every new segment of a packed row."""
+    b, t = segment_ids.shape
+    idx = torch.arange(t, device=segment_ids.device).expand(b, t)
+    is_start = torch.ones_like(segment_ids, dtype=torch.bool)
+    is_start[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    start_idx = torch.where(is_start, idx, torch.zeros_like(idx)).cummax(dim=1).values
+    return idx - start_idx
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: DecoderConfig, backend: Backend):
+        super().__init__()
+        self.cfg = cfg
+        self.backend = backend
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.blocks = nn.ModuleList(Block(cfg.dim, b, backend, i) for i, b in enumerate(cfg.blocks))
+        self.norm = build_norm(cfg.norm, cfg.dim)
+        self.output = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+
+    # ------------------------------------------------------------------ setup
+    def set_backend(self, backend: Backend) -> None:
+        self.backend = backend
+        for blk in self.blocks:
+            blk.attn.backend = backend
+
+    @torch.no_grad()
+    def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        """Random init for fresh models: N(0, std) matrices, zero biases, unit norms."""
+        for mod in self.modules():
+            if isinstance(mod, (nn.Linear, nn.Embedding)):
+                mod.weight.normal_(0.0, std, generator=generator)
+                if getattr(mod, "bias", None) is not None:
+                    mod.bias.zero_()
+            elif hasattr(mod, "reset_parameters") and not isinstance(mod, (nn.Linear, nn.Embedding)):
+                mod.reset_parameters()
+
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None,
+                  device: torch.device | str | None = None) -> KVCache:
+        p = self.embed.weight
+        return KVCache(len(self.blocks), batch, [b.attn.cfg.n_kv_heads for b in self.blocks], max_len,
+                       [b.attn.cfg.head_dim for b in self.blocks], dtype or p.dtype, device or p.device)
+
+    # ------------------------------------------------------------------ forward
+    def _layout(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor | None,
+                cache: KVCache | None, segment_ids: torch.Tensor | None) -> tuple[AttentionLayout, torch.Tensor]:
+        b, t = tokens.shape
+        dev = tokens.device
+        if cache is None:
+            mask = attention_mask.bool() if attention_mask is not None else None
+            if positions is None:
+                if segment_ids is not None:
+                    positions = segment_positions(segment_ids)
+                elif mask is not None:
+                    positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
+                else:
+                    positions = torch.arange(t, device=dev).expand(b, t)
+            key_valid = mask if mask is not None and not bool(mask.all()) else None
+            return AttentionLayout(0, t, t, key_valid, segment_ids), positions
+        if segment_ids is not None:
+            raise ValueError("packed sequences (segment_ids) are for cache-free forwards")
+        start = cache.length
+        end = start + t
+        if attention_mask is not None:
+            mask = attention_mask.to(device=cache.key_valid.device, dtype=torch.bool)
+            cache.key_valid[:, start:end] = mask
+            cache.has_padding = cache.has_padding or not bool(mask.all())
+            steps = mask.long().cumsum(-1) - 1
+        else:
+            cache.key_valid[:, start:end] = True
+            steps = torch.arange(t, device=dev).expand(b, t)
+            mask = None
+        if positions is None:
+            positions = (cache.next_pos[:, None] + steps).clamp_min(0)
+        cache.next_pos = cache.next_pos + (mask.long().sum(-1) if mask is not None else t)
+        key_valid = cache.key_valid[:, :end] if cache.has_padding else None
+        return AttentionLayout(start, t, end, key_valid), positions
+
+    def hidden_states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                      positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                      segment_ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, dim); `embeds` replaces the token embedding lookup."""
+        layout, positions = self._layout(tokens, attention_mask, positions, cache, segment_ids)
+        x = self.embed(tokens) if embeds is None else embeds
+        tables: dict[Any, Any] = {}
+        for blk in self.blocks:
+            ac = blk.attn.cfg
+            rope = None
+            if ac.rope is not None:
+                key = (ac.head_dim, ac.rope)
+                if key not in tables:
+                    tables[key] = rope_tables(positions, ac.head_dim, ac.rope, x.dtype)
+                rope = tables[key]
+            x = blk(x, rope, layout, cache)
+        if cache is not None:
+            cache.length = layout.kv_len
+        return self.norm(x)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        w = self.embed.weight if self.output is None else self.output.weight
+        return F.linear(h, w).float()
+
+    def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) in float32."""
+        return self.logits(self.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
+                                              cache=cache, segment_ids=segment_ids))
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+             attention_mask: torch.Tensor | None = None, ignore_index: int = -100) -> torch.Tensor:
+        """Mean next-token cross-entropy. Without `targets`, tokens shifted left are the targets;
+        padding (attention_mask == 0) is ignored."""
+        if targets is None:
+            targets = torch.full_like(tokens, ignore_index)
+            targets[:, :-1] = tokens[:, 1:]
+            if attention_mask is not None:
+                targets[:, :-1] = targets[:, :-1].masked_fill(~attention_mask[:, 1:].bool(), ignore_index)
+        logits = self(tokens, attention_mask=attention_mask)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+
+    def generate(self, prompts: Any, max_new_tokens: int = 32, **kw: Any) -> Any:
+        from ..generation import generate
+
+        return generate(self, prompts, max_new_tokens=max_new_tokens, **kw)

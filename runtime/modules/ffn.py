@@ -1,0 +1,51 @@
+"""Feed-forward blocks: gated (SwiGLU, GeGLU) and the plain two-layer MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import FFNConfig
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+class GatedFFN(nn.Module):
+    """down(act(gate x) * up x) — LLaMA's w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, dim: int, cfg: FFNConfig):
+        super().__init__()
+        self.act = ACTIVATIONS[cfg.activation]
+        self.gate = nn.Linear(dim, cfg.hidden_dim, bias=cfg.bias)
+        self.up = nn.Linear(dim, cfg.hidden_dim, bias=cfg.bias)
+        self.down = nn.Linear(cfg.hidden_dim, dim, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.gate(x)) * self.up(x))
+
+
+class MLP(nn.Module):
+    """down(act(up x))."""
+
+    def __init__(self, dim: int, cfg: FFNConfig):
+        super().__init__()
+        self.act = ACTIVATIONS[cfg.activation]
+        self.up = nn.Linear(dim, cfg.hidden_dim, bias=cfg.bias)
+        self.down = nn.Linear(cfg.hidden_dim, dim, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+def build_ffn(cfg: FFNConfig, dim: int) -> nn.Module:
+    if cfg.kind == "gated":
+        return GatedFFN(dim, cfg)
+    if cfg.kind == "mlp":
+        return MLP(dim, cfg)
+    raise ValueError(f"unknown ffn kind {cfg.kind!r}")

@@ -1,0 +1,22 @@
+"""Tokenizers for the runtime: SentencePiece BPE (LLaMA / Code Llama) and infilling prompts.
+
+Built on the ``tokenizers`` library only; ``sentencepiece`` is used solely by the tests.
+"""
+
+from .errors import TokenizerError
+from .infill import InfillTokens, build_infill_prompt, encode_infilling, stop_ids
+from .sentencepiece import SentencePieceTokenizer
+from .spm_proto import ModelProto, PieceType, load_model_proto, parse_model_proto
+
+__all__ = [
+    "InfillTokens",
+    "ModelProto",
+    "PieceType",
+    "SentencePieceTokenizer",
+    "TokenizerError",
+    "build_infill_prompt",
+    "encode_infilling",
+    "load_model_proto",
+    "parse_model_proto",
+    "stop_ids",
+]

@@ -1,0 +1,31 @@
+"""zoo: large language and vision-language models as data.
+
+    import zoo
+    m = zoo.build("llama-2-7b", overrides=["arch.n_layers=2", "arch.dim=64"], init="random")
+    m = zoo.load("./checkpoint")
+"""
+
+from __future__ import annotations
+
+from .api import build, compile, list_models, load, spec
+from .compiler.errors import SpecError, UnknownModelError, ZooError
+from .compiler.schema import ModelSpec
+from .model import Model
+
+__version__ = "0.1.0"
+
+
+def list() -> "list[str]":  # noqa: A001 - the design's public name
+    """Names of every loadable model in the catalog."""
+    return [e.name for e in list_models()]
+
+
+def push(model, repo_id: str, **kw):  # type: ignore[no-untyped-def]
+    """Publish a model (or a saved folder) to the Hugging Face Hub."""
+    from .hub import push as _push
+
+    return _push(model, repo_id, **kw)
+
+
+__all__ = ["build", "compile", "list", "list_models", "load", "push", "spec", "Model", "ModelSpec", "SpecError",
+           "UnknownModelError", "ZooError"]

@@ -1,0 +1,67 @@
+"""The spec catalog: every model YAML shipped in `zoo.specs`, found by name."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .compiler.errors import UnknownModelError
+from .compiler.frontend import RawSpec, SpecResolver, compile_spec, load_raw
+from .compiler.schema import ModelSpec
+
+
+def specs_root() -> Path:
+    from . import specs
+
+    return Path(specs.__file__).parent
+
+
+@functools.lru_cache(maxsize=1)
+def resolver() -> SpecResolver:
+    return SpecResolver([specs_root()])
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    family: str | None
+    description: str
+    abstract: bool
+
+
+@functools.lru_cache(maxsize=1)
+def entries() -> tuple[Entry, ...]:
+    """Every spec file in the catalog (family files included, marked abstract)."""
+    out = []
+    for name, path in sorted(resolver().index().items()):
+        raw = load_raw(path, resolver())
+        out.append(Entry(name, path, raw.data.get("family"), str(raw.data.get("description", "")), raw.abstract))
+    return tuple(out)
+
+
+def model_names() -> list[str]:
+    return [e.name for e in entries() if not e.abstract]
+
+
+def find(name: str) -> Path:
+    """The spec file for a catalog name (`llama-2-7b` or `llama/llama-2-7b`)."""
+    path = resolver().find(name)
+    if path is None:
+        raise UnknownModelError(name, model_names())
+    return path
+
+
+def load_raw_spec(name_or_path: str | Path) -> RawSpec:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return load_raw(p, SpecResolver([p.parent, specs_root()]))
+    return load_raw(find(str(name_or_path)), resolver())
+
+
+def get_spec(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ModelSpec:
+    """A validated spec from a catalog name or a YAML path, with dotted overrides applied."""
+    raw = load_raw_spec(name_or_path)
+    return compile_spec(raw, overrides, name=Path(raw.source).stem)

@@ -1,0 +1,108 @@
+"""What `zoo.build`/`zoo.load` return: the runtime module itself, given the zoo's methods.
+
+The runtime's nn.Module is kept as is (its state_dict keys are the canonical names); the zoo
+swaps in a subclass that adds `spec`, `tokenizer`, `save`, `push` and text-level helpers, so a
+model is both a plain nn.Module for training and a zoo object for I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .compiler import Compiled
+from .compiler.schema import ModelSpec
+
+
+class ModelMixin:
+    spec: ModelSpec
+    compiled: Compiled
+    tokenizer: Any
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path: str | Path, **kw: Any) -> Path:
+        """Write a zoo checkpoint folder (atomically): zoo.yaml, safetensors, tokenizer, card."""
+        from .checkpoint import save
+
+        return save(self, path, **kw)  # type: ignore[arg-type]
+
+    def push(self, repo_id: str, **kw: Any) -> str:
+        from .hub import push
+
+        return push(self, repo_id, **kw)
+
+    def explain(self) -> str:
+        return self.compiled.explain()
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ text
+    def _need_tokenizer(self) -> Any:
+        if getattr(self, "tokenizer", None) is None:
+            raise ValueError(f"{self.spec.name} has no tokenizer loaded; pass token ids instead")
+        return self.tokenizer
+
+    def stop_ids(self) -> list[int]:
+        ids = []
+        tok = self.spec.tokenizer
+        if tok and tok.eos_id is not None:
+            ids.append(tok.eos_id)
+        if tok and tok.infill is not None:
+            ids.append(tok.infill.eot_id)
+        return ids
+
+    def generate_text(self, prompt: str | Sequence[str], max_new_tokens: int = 64, **kw: Any) -> str | list[str]:
+        """Complete text prompt(s); stops at EOS (and <EOT> on infilling models)."""
+        tok = self._need_tokenizer()
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        ids = [tok.encode(p, bos=True) for p in prompts]
+        kw.setdefault("stop_tokens", self.stop_ids())
+        kw.setdefault("pad_id", tok.pad_id if getattr(tok, "pad_id", None) not in (None, -1) else 0)
+        out = self.generate(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
+        texts = [tok.decode([t for t in row if t not in kw["stop_tokens"]]) for row in out]
+        return texts[0] if isinstance(prompt, str) else texts
+
+    def infill(self, prefix: str, suffix: str, mode: str = "psm", max_new_tokens: int = 128, **kw: Any) -> str:
+        """Code Llama fill-in-the-middle: the text that goes between prefix and suffix."""
+        from .runtime.tokenizers.infill import InfillTokens, build_infill_prompt
+
+        tok = self._need_tokenizer()
+        spec = self.spec.tokenizer.infill if self.spec.tokenizer else None
+        if spec is None:
+            raise ValueError(f"{self.spec.name} was not trained for infilling (no <PRE>/<SUF>/<MID> tokens)")
+        ids = InfillTokens(spec.prefix_id, spec.suffix_id, spec.middle_id, spec.eot_id)
+        prompt = build_infill_prompt(tok, prefix, suffix, mode=mode, ids=ids)
+        stops = [spec.eot_id] + ([self.spec.tokenizer.eos_id] if self.spec.tokenizer.eos_id is not None else [])
+        out = self.generate([prompt], max_new_tokens=max_new_tokens, stop_tokens=stops, **kw)[0]  # type: ignore[attr-defined]
+        return tok.decode([t for t in out if t not in stops])
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_class(cls: type) -> type:
+    return type(cls.__name__, (ModelMixin, cls), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+def as_zoo_model(net: nn.Module, compiled: Compiled, tokenizer: Any = None) -> nn.Module:
+    net.__class__ = _zoo_class(type(net))
+    net.spec = compiled.spec  # type: ignore[attr-defined]
+    net.compiled = compiled  # type: ignore[attr-defined]
+    net.tokenizer = tokenizer  # type: ignore[attr-defined]
+    return net
+
+
+Model = ModelMixin  # for isinstance checks: isinstance(m, zoo.Model)
+
+
+def materialize(net: nn.Module, device: torch.device | str, dtype: torch.dtype | None, seed: int | None) -> None:
+    """Allocate a meta model on `device` and initialize it randomly (for `init="random"`)."""
+    net.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    net.init_weights(generator=gen)  # type: ignore[operator]
+    if dtype is not None:
+        net.to(dtype)
