@@ -8,7 +8,8 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# under pytest-xdist each worker gets one thread, so two workers don't oversubscribe 2 cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)
