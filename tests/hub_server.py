@@ -16,7 +16,9 @@ commit) and tags. A new repo starts with an empty "initial commit" (no ``.gitatt
 Auth mirrors the Hub: tokens map to users (``tokens={"hf_x": "alice"}`` or ``add_token``); a user
 writes to its own namespace and its orgs. A private repo answers 401 (anonymous) or 404 (other
 users) with ``X-Error-Code: RepoNotFound``; an unknown token answers 401 "Invalid credentials in
-Authorization header"; a gated repo (``set_gated``) blocks ``/resolve`` with ``GatedRepo``.
+Authorization header"; a gated repo (``set_gated``) blocks ``/resolve`` with ``GatedRepo``. A missing
+repo, revision or file answers 404 ``RepoNotFound``/``RevisionNotFound``/``EntryNotFound`` (the last
+with ``X-Repo-Commit``). Repo ids are always ``namespace/name``. Pull requests are not supported.
 
 Typical use in a test::
 
@@ -40,6 +42,8 @@ import socket
 import socketserver
 import tempfile
 import threading
+import traceback
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -102,7 +106,9 @@ class HubServer:
         self.orgs: dict[str, set[str]] = {}
         self.repos: dict[tuple[str, str], dict] = {}
         self.lock = threading.RLock()
-        self._pending_lfs: dict[str, tuple[str, int]] = {}
+        self._pending_lfs: dict[str, tuple[str, int]] = {}  # upload secret -> (sha256, size)
+        self.errors: list[str] = []  # tracebacks of requests that failed with a server bug (HTTP 500)
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=10_000)  # (method, path, status) served
         self._httpd: _BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for sub in ("blobs", "tmp", "repos"):
@@ -163,7 +169,7 @@ class HubServer:
         return self.root / "blobs" / sha256
 
     def _store_chunks(self, chunks, expected_sha256: str | None = None, expected_size: int | None = None) -> dict:
-        """Stream content into the blob store; returns ``{sha256, size, git_sha1, blob}``."""
+        """Stream content into the blob store (checked against the expected oid/size); ``{sha256, size, blob}``."""
         h256, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
         try:
@@ -248,10 +254,11 @@ class _BoundedHTTPServer(HTTPServer):
 
     def __init__(self, address, handler, hub: HubServer):
         self.hub = hub
-        self._pool = ThreadPoolExecutor(hub.max_workers, thread_name_prefix="hub-server-worker")
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, handler)
+        port = self.server_address[1]
+        self._pool = ThreadPoolExecutor(hub.max_workers, thread_name_prefix=f"hub-server-{port}-worker")
 
     def server_bind(self):  # skip HTTPServer's getfqdn(): it can hang without DNS
         socketserver.TCPServer.server_bind(self)
@@ -300,34 +307,32 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # ----------------------------------------------------------------- plumbing
-    def do_GET(self): self._dispatch("GET")
-    def do_HEAD(self): self._dispatch("HEAD")
-    def do_POST(self): self._dispatch("POST")
-    def do_PUT(self): self._dispatch("PUT")
-    def do_DELETE(self): self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
+    def _dispatch(self) -> None:
         self.hub, self._body_read = self.server.hub, False
         url = urlsplit(self.path)
         self.query = parse_qs(url.query)
-        segs = [unquote(s) for s in url.path.split("/")[1:]]
         try:
-            self._route(method, segs)
+            try:
+                self._route(self.command, [unquote(seg) for seg in url.path.split("/")[1:]])
+            except (ValueError, KeyError, TypeError) as e:  # malformed payloads
+                raise HubError(400, f"Bad request: {e!r}") from e
+            except (HubError, ConnectionError, TimeoutError):
+                raise
+            except Exception as e:  # a server bug: answer 500 and keep it for the test to inspect
+                self.hub.errors.append(traceback.format_exc())
+                raise HubError(500, f"Internal error in the test server: {e!r}") from e
         except HubError as e:
-            body = json.dumps({"error": e.message, **e.extra}).encode()
-            headers = {"X-Error-Message": e.message, **e.headers}
-            if e.code:
-                headers["X-Error-Code"] = e.code
-            self._send(e.status, body, headers=headers)
-        except (ValueError, KeyError, TypeError) as e:
-            self._send(400, json.dumps({"error": f"Bad request: {e!r}"}).encode(),
-                       headers={"X-Error-Message": "Bad request"})
+            headers = {"X-Error-Message": e.message, **e.headers, **({"X-Error-Code": e.code} if e.code else {})}
+            self._send(e.status, json.dumps({"error": e.message, **e.extra}).encode(), headers=headers)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
     def _send(self, status: int, body: bytes = b"", ctype: str = "application/json", headers: dict | None = None,
               length: int | None = None) -> None:
         has_body = self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers
         if has_body and not self._body_read:  # unread request body: the connection can't be reused
             self.close_connection = True
+        self.hub.requests.append((self.command, self.path, status))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -757,11 +762,10 @@ def hub_env(monkeypatch, server: HubServer, cache_dir: str | os.PathLike, *, tok
     hf_home.mkdir(parents=True, exist_ok=True)
     endpoint = server.endpoint
     env = {"HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(cache_dir),
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "1" if offline else "0"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    for key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_HUB_CACHE_OVERRIDE",
-                "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+    for key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(key, raising=False)
     if token is not None:
         monkeypatch.setenv("HF_TOKEN", token)

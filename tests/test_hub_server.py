@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
+import threading
 
 import pytest
 
@@ -101,6 +103,8 @@ def test_upload_folder_and_snapshot_download_roundtrip(env, tmp_path):
     assert json.loads(open(hf_hub_download("alice/tiny", "config.json"), "rb").read()) == {"hidden": 8}
 
 
+# huggingface_hub's own LFS PUT passes `data=<file>` to httpx2, which warns about it.
+@pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 def test_large_files_go_through_lfs_when_enabled(monkeypatch, tmp_path):
     with HubServer(tokens={ALICE: "alice"}, lfs_threshold=1024 * 1024) as server:
         hub_env(monkeypatch, server, tmp_path / "cache", token=ALICE)  # HF_TOKEN: implicit token
@@ -280,7 +284,31 @@ def test_server_persists_and_stops_cleanly(tmp_path, monkeypatch):
         port = server.port
     with socket.socket() as sock:  # the port is released
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert not [t for t in threading.enumerate() if t.name.startswith(f"hub-server-{port}")]
     assert root.is_dir() and server.commits("alice/keep")[-1] == sha
     with HubServer(root) as again:  # a new server on the same root serves the same repos
         hub_env(monkeypatch, again, tmp_path / "cache2")
         assert open(hf_hub_download("alice/keep", "k.txt", revision=sha), "rb").read() == b"kept"
+
+
+def test_raw_lfs_protocol_with_chunked_upload(env, server):
+    """The git-LFS batch/upload/commit sequence at the HTTP level, with a ``Transfer-Encoding: chunked`` body."""
+    HfApi(token=ALICE).create_repo("alice/raw-lfs")
+    data = os.urandom(300_000)
+    oid, auth = hashlib.sha256(data).hexdigest(), {"Authorization": f"Bearer {ALICE}"}
+    batch_url = f"{server.endpoint}/alice/raw-lfs.git/info/lfs/objects/batch"
+    payload = {"operation": "upload", "transfers": ["basic"], "objects": [{"oid": oid, "size": len(data)}]}
+    assert get_session().post(batch_url, json=payload).status_code == 401  # anonymous
+    href = get_session().post(batch_url, json=payload, headers=auth).json()["objects"][0]["actions"]["upload"]["href"]
+    assert get_session().put(href, content=b"not the announced content").status_code == 400
+    chunks = (data[i : i + 65536] for i in range(0, len(data), 65536))  # a generator: sent chunked
+    assert get_session().put(href, content=chunks).status_code == 200
+    assert "actions" not in get_session().post(batch_url, json=payload, headers=auth).json()["objects"][0]
+    ndjson = "\n".join(json.dumps(line) for line in (
+        {"key": "header", "value": {"summary": "add big file"}},
+        {"key": "lfsFile", "value": {"path": "big.bin", "algo": "sha256", "oid": oid, "size": len(data)}}))
+    commit = get_session().post(f"{server.endpoint}/api/models/alice/raw-lfs/commit/main", content=ndjson,
+                                headers={**auth, "Content-Type": "application/x-ndjson"})
+    assert commit.status_code == 200 and len(commit.json()["commitOid"]) == 40
+    assert open(hf_hub_download("alice/raw-lfs", "big.bin"), "rb").read() == data
+    assert not server.errors
