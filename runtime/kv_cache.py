@@ -14,7 +14,7 @@ class KVCache:
     """
 
     def __init__(self, n_layers: int, batch: int, n_kv_heads: int | list[int], max_len: int,
-                 head_dim: int | list[int], dtype: torch.dtype, device: torch.device | str):
+                 head_dim: int | list[int], dtype: torch.dtype, device: torch.device | str, static: bool = False):
         heads = n_kv_heads if isinstance(n_kv_heads, list) else [n_kv_heads] * n_layers
         dims = head_dim if isinstance(head_dim, list) else [head_dim] * n_layers
         self.k = [torch.zeros(batch, h, max_len, d, dtype=dtype, device=device) for h, d in zip(heads, dims)]
@@ -25,14 +25,32 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
         self.batch = batch
+        # static mode: the fill level also lives on the device, and attention always reads the
+        # whole buffer under a mask, so every decode step has the same shapes
+        self.static = static
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int,
+              slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if slots is not None:  # static: scatter into the full buffer, return all of it
+            self.k[layer].index_copy_(2, slots, k)
+            self.v[layer].index_copy_(2, slots, v)
+            return self.k[layer], self.v[layer]
         end = start + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions needed, {self.max_len} allocated")
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def rollback(self, length: int) -> None:
+        """Forget every slot from `length` on (rejected speculative tokens)."""
+        if length > self.length:
+            raise ValueError(f"cannot roll forward: length {self.length}, asked {length}")
+        # rolled-back slots hold real (decoded) tokens, so each row's next position moves back too
+        self.next_pos = self.next_pos - (self.length - length)
+        self.length = length
+        self.pos.fill_(length)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)

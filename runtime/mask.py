@@ -19,23 +19,33 @@ class AttentionLayout:
     kv_len: int  # keys visible after this step's write: start + q_len
     key_valid: torch.Tensor | None = None  # (B, kv_len) bool; False marks padding slots
     segments: torch.Tensor | None = None  # (B, kv_len) int; packed sequences attend within their segment
+    q_slots: torch.Tensor | None = None  # static-shape decoding: query slots as a device tensor
     _dense: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def static(self) -> bool:
+        """Shapes fixed by the cache size and step offsets held in tensors: one compiled graph
+        serves every decode step (XLA, torch.compile)."""
+        return self.q_slots is not None
 
     @property
     def plain_causal(self) -> bool:
         """True when a fused causal kernel gives the exact result (no padding, no packing)."""
-        return self.key_valid is None and self.segments is None and self.start == 0
+        return self.key_valid is None and self.segments is None and self.start == 0 and self.q_slots is None
 
     @property
     def decode_unmasked(self) -> bool:
         """One new token per row that may see every cached key."""
-        return self.q_len == 1 and self.key_valid is None and self.segments is None
+        return self.q_len == 1 and self.key_valid is None and self.segments is None and self.q_slots is None
 
     def dense(self, window: int | None, device: torch.device) -> torch.Tensor:
         """Boolean mask (B|1, 1, q_len, kv_len): True where attention is allowed."""
         key = (window, device)
         if key not in self._dense:
-            q = torch.arange(self.start, self.start + self.q_len, device=device)[:, None]
+            if self.q_slots is not None:
+                q = self.q_slots.to(device)[:, None]
+            else:
+                q = torch.arange(self.start, self.start + self.q_len, device=device)[:, None]
             k = torch.arange(self.kv_len, device=device)[None, :]
             allowed = k <= q
             if window is not None:

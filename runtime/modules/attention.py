@@ -36,6 +36,6 @@ class Attention(nn.Module):
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.write(self.layer, k, v, layout.start)
+            k, v = cache.write(self.layer, k, v, layout.start, layout.q_slots)
         out = self.backend.attention(q, k, v, layout, c.sliding_window, self.scale)
         return self.o(out.transpose(1, 2).reshape(b, t, c.n_heads * c.head_dim))

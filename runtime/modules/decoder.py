@@ -71,10 +71,14 @@ class CausalLM(nn.Module):
                 mod.reset_parameters()
 
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None,
-                  device: torch.device | str | None = None) -> KVCache:
+                  device: torch.device | str | None = None, static: bool | None = None) -> KVCache:
+        """A preallocated cache; `static` (default: what the backend prefers) keeps every decode
+        step's shapes equal, for compilers."""
         p = self.embed.weight
+        if static is None:
+            static = bool(getattr(self.backend, "prefers_static_cache", False))
         return KVCache(len(self.blocks), batch, [b.attn.cfg.n_kv_heads for b in self.blocks], max_len,
-                       [b.attn.cfg.head_dim for b in self.blocks], dtype or p.dtype, device or p.device)
+                       [b.attn.cfg.head_dim for b in self.blocks], dtype or p.dtype, device or p.device, static)
 
     # ------------------------------------------------------------------ forward
     def _layout(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor | None,
@@ -94,6 +98,8 @@ class CausalLM(nn.Module):
             return AttentionLayout(0, t, t, key_valid, segment_ids), positions
         if segment_ids is not None:
             raise ValueError("packed sequences (segment_ids) are for cache-free forwards")
+        if cache.static:
+            return self._static_layout(tokens, attention_mask, positions, cache)
         start = cache.length
         end = start + t
         if attention_mask is not None:
@@ -110,6 +116,24 @@ class CausalLM(nn.Module):
         cache.next_pos = cache.next_pos + (mask.long().sum(-1) if mask is not None else t)
         key_valid = cache.key_valid[:, :end] if cache.has_padding else None
         return AttentionLayout(start, t, end, key_valid), positions
+
+    def _static_layout(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None,
+                       positions: torch.Tensor | None, cache: KVCache) -> tuple[AttentionLayout, torch.Tensor]:
+        """Every offset as a device tensor, every shape fixed: no host sync, no new graph per step."""
+        b, t = tokens.shape
+        dev = cache.pos.device
+        slots = cache.pos + torch.arange(t, device=dev)
+        if cache.length + t > cache.max_len:
+            raise ValueError(f"KV cache overflow: {cache.length + t} positions needed, {cache.max_len} allocated")
+        mask = (attention_mask.to(device=dev, dtype=torch.bool) if attention_mask is not None
+                else torch.ones(b, t, dtype=torch.bool, device=dev))
+        cache.key_valid.index_copy_(1, slots, mask)
+        if positions is None:
+            positions = (cache.next_pos[:, None] + mask.long().cumsum(-1) - 1).clamp_min(0)
+        cache.next_pos = cache.next_pos + mask.long().sum(-1)
+        cache.pos = cache.pos + t
+        layout = AttentionLayout(cache.length, t, cache.max_len, cache.key_valid, None, slots)
+        return layout, positions
 
     def hidden_states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                       positions: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -128,7 +152,7 @@ class CausalLM(nn.Module):
                 rope = tables[key]
             x = blk(x, rope, layout, cache)
         if cache is not None:
-            cache.length = layout.kv_len
+            cache.length = layout.start + layout.q_len
         return self.norm(x)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -57,21 +57,25 @@ def build_infill_prompt(
     prefix: str,
     suffix: str,
     mode: InfillMode = "psm",
-    tokens: InfillTokens | None = None,
+    ids: InfillTokens | None = None,
 ) -> list[int]:
-    """Prompt ids asking the model to generate the code between ``prefix`` and ``suffix``."""
-    t = tokens if tokens is not None else InfillTokens.from_tokenizer(tok)
+    """Prompt ids asking the model to generate the code between ``prefix`` and ``suffix``.
+
+    ``ids`` defaults to ``InfillTokens.from_tokenizer(tok)``.
+    """
+    mode = mode.lower()  # type: ignore[assignment]
+    if mode not in ("psm", "spm"):
+        raise ValueError(f"infill mode must be 'psm' or 'spm', got {mode!r}")
+    t = ids if ids is not None else InfillTokens.from_tokenizer(tok)
     bos = [tok.bos_id] if tok.bos_id >= 0 else []
     enc_prefix = tok.encode(prefix, bos=False, eos=False)
     enc_suffix = encode_infilling(tok, suffix)
     if mode == "psm":
         return bos + [t.prefix_id] + enc_prefix + [t.suffix_id] + enc_suffix + [t.middle_id]
-    if mode == "spm":
-        return bos + [t.prefix_id, t.suffix_id] + enc_suffix + [t.middle_id] + enc_prefix
-    raise ValueError(f"infill mode must be 'psm' or 'spm', got {mode!r}")
+    return bos + [t.prefix_id, t.suffix_id] + enc_suffix + [t.middle_id] + enc_prefix
 
 
-def stop_ids(tok: SentencePieceTokenizer, tokens: InfillTokens | None = None) -> tuple[int, ...]:
+def stop_ids(tok: SentencePieceTokenizer, ids: InfillTokens | None = None) -> tuple[int, ...]:
     """Ids that end an infilling generation: ``▁<EOT>`` and, if the model has one, EOS."""
-    t = tokens if tokens is not None else InfillTokens.from_tokenizer(tok)
+    t = ids if ids is not None else InfillTokens.from_tokenizer(tok)
     return (t.eot_id,) + ((tok.eos_id,) if tok.eos_id >= 0 else ())

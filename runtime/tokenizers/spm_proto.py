@@ -95,6 +95,8 @@ class _Corrupt(Exception):
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(buf) and buf[pos] < 0x80:  # fast path: keys and small values are one byte
+        return buf[pos], pos + 1
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -113,7 +115,11 @@ def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """Yield ``(field_number, wire_type, value)``; value is an int for varints, else bytes."""
     pos, end = 0, len(buf)
     while pos < end:
-        key, pos = _varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise _Corrupt(f"field number 0 at byte {pos}")
@@ -141,6 +147,20 @@ def _expect(number: int, wire: int, want: int, message: str) -> None:
         raise _Corrupt(f"{message} field {number} has wire type {wire}, expected {want}")
 
 
+def _as_bytes(number: int, wire: int, value: int | bytes, message: str, want: int = _LEN) -> bytes:
+    """A length-delimited (or fixed) field's payload, checking the wire type."""
+    _expect(number, wire, want, message)
+    assert isinstance(value, bytes)
+    return value
+
+
+def _as_int(number: int, wire: int, value: int | bytes, message: str) -> int:
+    """A varint field as a signed int32 (proto2 int32/bool/enum), checking the wire type."""
+    _expect(number, wire, _VARINT, message)
+    assert isinstance(value, int)
+    return _int32(value)
+
+
 def _int32(v: int) -> int:
     """Reinterpret a varint as a signed int32 (negatives are sign-extended to 64 bits)."""
     v &= 0xFFFFFFFFFFFFFFFF
@@ -151,7 +171,7 @@ def _int32(v: int) -> int:
 
 def _text(raw: bytes, what: str) -> str:
     try:
-        return bytes(raw).decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _Corrupt(f"{what} is not valid UTF-8") from e
 
@@ -164,17 +184,15 @@ def _parse_piece(buf: bytes) -> SentencePiece:
     piece, score, ptype = None, 0.0, PieceType.NORMAL
     for number, wire, value in iter_fields(buf):
         if number == 1:
-            _expect(number, wire, _LEN, "SentencePiece")
-            piece = _text(value, "piece")  # type: ignore[arg-type]
+            piece = _text(_as_bytes(number, wire, value, "SentencePiece"), "piece")
         elif number == 2:
-            _expect(number, wire, _FIXED32, "SentencePiece")
-            score = _float(value)  # type: ignore[arg-type]
+            score = _float(_as_bytes(number, wire, value, "SentencePiece", _FIXED32))
         elif number == 3:
-            _expect(number, wire, _VARINT, "SentencePiece")
+            kind = _as_int(number, wire, value, "SentencePiece")
             try:
-                ptype = PieceType(value)
+                ptype = PieceType(kind)
             except ValueError:
-                raise _Corrupt(f"unknown piece type {value}") from None
+                raise _Corrupt(f"unknown piece type {kind}") from None
     if piece is None:
         raise _Corrupt("SentencePiece without a piece string")
     return SentencePiece(piece, score, ptype)
@@ -213,11 +231,10 @@ def _parse_scalars(buf: bytes, table: dict[int, tuple[str, str]], message: str) 
             continue  # training-only options: irrelevant to encoding.
         name, kind = table[number]
         if kind in ("str", "bytes"):
-            _expect(number, wire, _LEN, message)
-            out[name] = _text(value, name) if kind == "str" else bytes(value)  # type: ignore[arg-type]
+            raw = _as_bytes(number, wire, value, message)
+            out[name] = _text(raw, name) if kind == "str" else raw
         else:
-            _expect(number, wire, _VARINT, message)
-            v = _int32(value)  # type: ignore[arg-type]
+            v = _as_int(number, wire, value, message)
             if kind == "bool":
                 out[name] = v != 0
             elif kind == "enum":
@@ -238,19 +255,19 @@ def parse_model_proto(data: bytes, source: str = "<bytes>") -> ModelProto:
         normalizer: dict[str, object] = {}
         for number, wire, value in iter_fields(data):
             if number == 1:
-                _expect(number, wire, _LEN, "ModelProto")
-                pieces.append(_parse_piece(value))  # type: ignore[arg-type]
+                pieces.append(_parse_piece(_as_bytes(number, wire, value, "ModelProto")))
             elif number == 2:
-                _expect(number, wire, _LEN, "ModelProto")
-                trainer.update(_parse_scalars(value, _TRAINER_FIELDS, "TrainerSpec"))  # type: ignore[arg-type]
+                raw = _as_bytes(number, wire, value, "ModelProto")
+                trainer.update(_parse_scalars(raw, _TRAINER_FIELDS, "TrainerSpec"))
             elif number == 3:
-                _expect(number, wire, _LEN, "ModelProto")
-                normalizer.update(_parse_scalars(value, _NORMALIZER_FIELDS, "NormalizerSpec"))  # type: ignore[arg-type]
+                raw = _as_bytes(number, wire, value, "ModelProto")
+                normalizer.update(_parse_scalars(raw, _NORMALIZER_FIELDS, "NormalizerSpec"))
         if not pieces:
             raise _Corrupt("no vocabulary pieces found")
     except _Corrupt as e:
         raise TokenizerError(f"{source}: not a valid SentencePiece model ({e})") from None
-    return ModelProto(tuple(pieces), TrainerSpec(**trainer), NormalizerSpec(**normalizer))  # type: ignore[arg-type]
+    trainer_spec = TrainerSpec(**trainer)  # type: ignore[arg-type]
+    return ModelProto(tuple(pieces), trainer_spec, NormalizerSpec(**normalizer))  # type: ignore[arg-type]
 
 
 def load_model_proto(path: str | os.PathLike[str]) -> tuple[ModelProto, bytes]:
