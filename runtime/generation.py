@@ -48,12 +48,17 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
         generator = torch.Generator(device=device).manual_seed(seed)
     stops = set(int(s) for s in stop_tokens)
     tokens, mask = left_pad(rows, pad_id, device)
-    cache = model.new_cache(len(rows), tokens.shape[1] + max_new_tokens)
+    need = tokens.shape[1] + max_new_tokens
+    if getattr(getattr(model, "backend", None), "prefers_static_cache", False):
+        need = -(-need // 128) * 128  # round up: calls of similar lengths share one compiled decode graph
+    cache = model.new_cache(len(rows), need)
     out: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
+    step_end = getattr(getattr(model, "backend", None), "step_end", lambda: None)
     logits = model(tokens, attention_mask=mask, cache=cache)[:, -1]
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_k, top_p, generator)
+        step_end()
         for i, tok in enumerate(nxt.tolist()):
             if not done[i]:
                 out[i].append(tok)

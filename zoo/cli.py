@@ -123,7 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from .compiler.schema import json_schema
 
-    text = json.dumps(json_schema(), indent=2)
+    text = json.dumps(json_schema(resolved=args.resolved), indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
         print(f"wrote {args.output}")
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="write the JSON Schema of spec files (for editors)")
     p.add_argument("-o", "--output", default=None)
+    p.add_argument("--resolved", action="store_true",
+                   help="the schema of a complete spec (after extends and interpolation), not of a file as written")
     p.set_defaults(func=cmd_schema)
 
     for register in _extensions():
@@ -193,10 +195,13 @@ def _extensions() -> list[Callable[[Any], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .runtime.backends import BackendUnavailable
+    from .runtime.tokenizers import TokenizerError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ZooError as e:
+    except (ZooError, BackendUnavailable, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -101,8 +101,12 @@ Model = ModelMixin  # for isinstance checks: isinstance(m, zoo.Model)
 
 def materialize(net: nn.Module, device: torch.device | str, dtype: torch.dtype | None, seed: int | None) -> None:
     """Allocate a meta model on `device` and initialize it randomly (for `init="random"`)."""
-    net.to_empty(device=device)
-    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    device = torch.device(device)
+    # random numbers are drawn on the CPU for devices without their own generator (XLA), so a
+    # seed gives the same weights everywhere
+    init_on = device if device.type in ("cpu", "cuda") else torch.device("cpu")
+    net.to_empty(device=init_on)
+    gen = torch.Generator(device=init_on).manual_seed(seed) if seed is not None else None
     net.init_weights(generator=gen)  # type: ignore[operator]
-    if dtype is not None:
-        net.to(dtype)
+    if dtype is not None or init_on != device:
+        net.to(device=device, dtype=dtype)

@@ -10,10 +10,14 @@ import torch
 from .base import Availability, Backend, BackendUnavailable
 from .eager import EagerBackend
 from .sdpa import SDPABackend
+from .xformers import XFormersBackend
+from .xla import XLABackend
 
 _REGISTRY: dict[str, Callable[[], Backend]] = {
     "eager": EagerBackend,
     "sdpa": SDPABackend,
+    "xformers": XFormersBackend,
+    "xla": XLABackend,
 }
 
 

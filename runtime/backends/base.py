@@ -26,6 +26,10 @@ class Backend:
     def availability(self, device: torch.device) -> Availability:
         return Availability(True, "always available")
 
+    def step_end(self) -> None:
+        """Called once per decoding step. Lazy-tensor devices cut and run their graph here, so
+        every step runs the same (cached) graph instead of one that grows with the cache."""
+
     def attention_kernel(self, layout_hint: str = "causal") -> str:
         """Name of the kernel `attention` uses, for `--explain`."""
         raise NotImplementedError
