@@ -86,10 +86,14 @@ class UnknownModelError(ZooError, KeyError):
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Likely intended spellings of `word`, best first."""
-    cands = list(candidates)
-    found = difflib.get_close_matches(word, cands, n=n, cutoff=0.6)
-    if not found:
-        low = word.lower()
-        found = [c for c in cands if low and (low in c.lower() or c.lower() in low)][:n]
-    return found
+    """Likely intended spellings of `word`, best first: similar spellings ignoring case, else
+    candidates that contain it or that it contains (`dim` -> `head_dim`)."""
+    by_lower: dict[str, str] = {}
+    for c in candidates:
+        if c:
+            by_lower.setdefault(c.lower(), c)
+    low = word.lower()
+    found = difflib.get_close_matches(low, list(by_lower), n=n, cutoff=0.6)
+    if not found and len(low) >= 3:  # shorter words are contained in too many names to mean anything
+        found = [c for c in by_lower if low in c or (len(c) >= 3 and c in low)][:n]
+    return [by_lower[c] for c in found]

@@ -7,14 +7,15 @@ to list the keys that *are* allowed there, for "did you mean".
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Location, Problem, close_matches
-from .schema import ModelSpec
-from .yaml_source import KeyPath, Origins
+from .errors import Problem, close_matches
+from .schema import FieldError, ModelSpec
+from .yaml_source import KeyPath, Origins, locate
 
 
 def _unwrap(tp: Any) -> list[Any]:
@@ -69,13 +70,6 @@ def _walk(loc: tuple[Any, ...]) -> tuple[KeyPath, type[BaseModel] | None]:
     return tuple(path), owner
 
 
-def _origin(origins: Origins, path: KeyPath, source: str) -> Location:
-    for n in range(len(path), 0, -1):
-        if path[:n] in origins:
-            return origins[path[:n]]
-    return Location(source)
-
-
 def _fmt(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -88,7 +82,7 @@ def problems_from_validation(err: ValidationError, data: dict[str, Any], origins
         loc = tuple(e["loc"])
         path, owner = _walk(loc)
         dotted = ".".join(path)
-        where = _origin(origins, path, source)
+        where = locate(origins, path, source)
         kind = e["type"]
         if kind == "extra_forbidden":
             allowed = sorted(owner.model_fields) if owner else []
@@ -105,8 +99,16 @@ def problems_from_validation(err: ValidationError, data: dict[str, Any], origins
         elif kind == "missing":
             problems.append(Problem(dotted, "required key is missing", where))
         elif kind in ("value_error", "assertion_error"):
-            msg = str(e.get("ctx", {}).get("error", e["msg"]))
-            problems.append(Problem(dotted, msg, where))
+            error = e.get("ctx", {}).get("error", e["msg"])
+            if isinstance(error, FieldError):  # a validator naming a key below the one it checks
+                path = path + error.at
+                dotted, where = ".".join(path), locate(origins, path, source)
+            problems.append(Problem(dotted, str(error), where))
+        elif kind == "literal_error":
+            allowed = re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", "")))
+            got = e.get("input")
+            problems.append(Problem(dotted, f"{e['msg'][0].lower()}{e['msg'][1:]}, got {_fmt(got)}", where,
+                                    suggestions=close_matches(got, allowed) if isinstance(got, str) else ()))
         else:
             problems.append(Problem(dotted, f"{e['msg'][0].lower()}{e['msg'][1:]}, got {_fmt(e.get('input'))}", where))
     return problems

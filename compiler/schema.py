@@ -16,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 SCHEMA_VERSION = 1
 
 
+class FieldError(ValueError):
+    """A validator's complaint about a key below the model it validates: `at` is that key's
+    path relative to the model, so the error can name (and point at) the key itself."""
+
+    def __init__(self, at: tuple[str, ...], message: str):
+        super().__init__(message)
+        self.at = tuple(str(k) for k in at)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,10 +59,12 @@ class Attention(Strict):
     rope: Rope | None = Field(default_factory=Rope)
 
     @model_validator(mode="after")
-    def _kv_divides(self) -> "Attention":
+    def _check(self) -> "Attention":
         kv = self.n_kv_heads or self.n_heads
         if kv > self.n_heads or self.n_heads % kv:
-            raise ValueError(f"n_kv_heads ({kv}) must divide n_heads ({self.n_heads})")
+            raise FieldError(("n_kv_heads",), f"n_kv_heads ({kv}) must divide n_heads ({self.n_heads})")
+        if self.rope is not None and self.head_dim is not None and self.head_dim % 2:
+            raise FieldError(("head_dim",), f"RoPE needs an even head_dim, got {self.head_dim}")
         return self
 
 
@@ -63,6 +74,12 @@ class _FFNSize(Strict):
     multiple_of: PositiveInt | None = Field(None, description="LLaMA rule: round up to a multiple of this")
     dim_multiplier: PositiveFloat | None = Field(None, description="LLaMA rule: ffn_dim_multiplier")
     bias: bool = False
+
+    @model_validator(mode="after")
+    def _has_size(self) -> "_FFNSize":
+        if self.hidden_dim is None and self.multiple_of is None:
+            raise ValueError("needs hidden_dim, or multiple_of (and optionally dim_multiplier) for the LLaMA rule")
+        return self
 
     def sized(self, dim: int) -> "_FFNSize":
         """Fill hidden_dim by the LLaMA rule h = int(2*4*dim/3), h = int(m*h), round up."""
@@ -126,6 +143,7 @@ Heads = Annotated[Union[NextTokenHead], Field(discriminator="kind")]
 
 # ---------------------------------------------------------------------------------- blocks
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+))?\s*$")
+LAYER_RANGE_PATTERN = r"^\s*\d+\s*(-\s*\d+)?\s*(,\s*\d+\s*(-\s*\d+)?\s*)*$"
 
 
 def parse_layer_range(text: str) -> list[int]:
@@ -170,19 +188,35 @@ class Decoder(Strict):
     ffn: FFN
     norm: Norm = Field(default_factory=RMSNorm)
     tie_embeddings: bool = False
-    layers: dict[str, LayerOverride] = Field(default_factory=dict, description="per-layer overrides by range")
+    layers: dict[str, LayerOverride] = Field(default_factory=dict, description="per-layer overrides by range",
+                                             json_schema_extra={"propertyNames": {"pattern": LAYER_RANGE_PATTERN}})
     heads: Heads = Field(default_factory=NextTokenHead)
 
     @model_validator(mode="after")
-    def _derive(self) -> "Decoder":
+    def _check(self) -> "Decoder":
+        """What needs more than one component: layer ranges against n_layers, and the sizes
+        derived from dim, so that everything `block(i)` computes is valid (nothing fails later)."""
         owner: dict[int, str] = {}
         for key in self.layers:
-            for i in parse_layer_range(key):
+            try:
+                indices = parse_layer_range(key)
+            except ValueError as e:
+                raise FieldError(("layers", key), str(e)) from None
+            for i in indices:
                 if i >= self.n_layers:
-                    raise ValueError(f"layers[{key!r}]: layer {i} is past the last layer ({self.n_layers - 1})")
+                    raise FieldError(("layers", key), f"layer {i} is past the last layer ({self.n_layers - 1})")
                 if i in owner:
-                    raise ValueError(f"layers[{key!r}]: layer {i} is also in range {owner[i]!r}")
+                    raise FieldError(("layers", key), f"layer {i} is also in range {owner[i]!r}")
                 owner[i] = key
+        attentions = [(("attention",), self.attention)]
+        attentions += [(("layers", k, "attention"), ov.attention) for k, ov in self.layers.items() if ov.attention]
+        for at, attn in attentions:
+            if attn.head_dim is None:
+                if self.dim % attn.n_heads:
+                    raise FieldError(at, f"dim ({self.dim}) is not divisible by n_heads ({attn.n_heads}); "
+                                         "give head_dim")
+                if attn.rope is not None and (self.dim // attn.n_heads) % 2:
+                    raise FieldError(at, f"RoPE needs an even head_dim, got dim/n_heads = {self.dim // attn.n_heads}")
         return self
 
     def block(self, i: int) -> Block:
@@ -256,12 +290,37 @@ class ModelSpec(Strict):
         return fingerprint(self)
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a spec file (as written, before `extends` is resolved)."""
+_INTERPOLATION = {"type": "string", "pattern": r"\$\{.*\}", "description": "an omegaconf interpolation"}
+_ANNOTATIONS = ("title", "description", "default", "examples")
+
+
+def _as_file_schema(node: Any) -> Any:
+    """Relax the schema of a resolved spec into that of a file as written: any key may come from
+    the file's `extends` parent (nothing is required, and a component may omit `kind`, so
+    `oneOf` becomes `anyOf`), and any number or boolean may be an interpolation `${...}`."""
+    if isinstance(node, list):
+        return [_as_file_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _as_file_schema(v) for k, v in node.items() if k not in ("required", "discriminator")}
+    if "oneOf" in out:
+        out["anyOf"] = out.pop("oneOf")
+    if out.get("type") in ("integer", "number", "boolean"):
+        inner = {k: v for k, v in out.items() if k not in _ANNOTATIONS}
+        out = {k: v for k, v in out.items() if k in _ANNOTATIONS}
+        out["anyOf"] = [inner, dict(_INTERPOLATION)]
+    return out
+
+
+def json_schema(resolved: bool = False) -> dict[str, Any]:
+    """The JSON Schema of a spec file as written, before `extends` and interpolation are
+    resolved (what an editor checks while you type); `resolved=True`: of a complete spec (a
+    checkpoint's `zoo.yaml` spec, or `zoo show --resolved`)."""
     schema = ModelSpec.model_json_schema()
-    schema["properties"]["extends"] = {"type": "string", "description": "parent spec name or path"}
-    schema["properties"]["abstract"] = {"type": "boolean", "description": "a family file, not a loadable model"}
-    schema["required"] = [r for r in schema.get("required", []) if r not in ("name", "arch")]
+    if not resolved:
+        schema = _as_file_schema(schema)
+        schema["properties"]["extends"] = {"type": "string", "description": "parent spec name or path"}
+        schema["properties"]["abstract"] = {"type": "boolean", "description": "a family file, not a loadable model"}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "zoo model spec"
+    schema["title"] = "zoo model spec" + ("" if not resolved else " (resolved)")
     return schema

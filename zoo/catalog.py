@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .compiler.errors import UnknownModelError
+from .compiler.errors import Problem, SpecError, UnknownModelError, close_matches
 from .compiler.frontend import RawSpec, SpecResolver, compile_spec, load_raw
 from .compiler.schema import ModelSpec
 
@@ -30,6 +30,7 @@ class Entry:
     family: str | None
     description: str
     abstract: bool
+    chain: tuple[str, ...] = ()  # the files it extends, itself first
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,7 +39,8 @@ def entries() -> tuple[Entry, ...]:
     out = []
     for name, path in sorted(resolver().index().items()):
         raw = load_raw(path, resolver())
-        out.append(Entry(name, path, raw.data.get("family"), str(raw.data.get("description", "")), raw.abstract))
+        out.append(Entry(name, path, raw.data.get("family"), str(raw.data.get("description", "")), raw.abstract,
+                         tuple(raw.chain)))
     return tuple(out)
 
 
@@ -57,11 +59,29 @@ def find(name: str) -> Path:
 def load_raw_spec(name_or_path: str | Path) -> RawSpec:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        return load_raw(p, SpecResolver([p.parent, specs_root()]))
+        return load_raw(p, SpecResolver([p.parent, specs_root()], recursive=[specs_root()]))
     return load_raw(find(str(name_or_path)), resolver())
+
+
+def sizes_of(path: Path) -> list[str]:
+    """The loadable catalog models whose nearest family file is `path`."""
+    abstract = {str(e.path.resolve()) for e in entries() if e.abstract}
+    key = str(Path(path).resolve())
+    out = []
+    for e in entries():
+        families = [f for f in (str(Path(f).resolve()) for f in e.chain[1:]) if f in abstract]
+        if not e.abstract and families[:1] == [key]:
+            out.append(e.name)
+    return out
 
 
 def get_spec(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ModelSpec:
     """A validated spec from a catalog name or a YAML path, with dotted overrides applied."""
     raw = load_raw_spec(name_or_path)
+    if raw.abstract:
+        sizes = sizes_of(Path(raw.source))
+        raise SpecError(Problem("abstract", "is a family file, not a loadable model: load one of its sizes",
+                                raw.origins.get(("abstract",)),
+                                suggestions=close_matches(Path(raw.source).stem, sizes) or sizes[:3]),
+                        source=raw.source)
     return compile_spec(raw, overrides, name=Path(raw.source).stem)
