@@ -11,7 +11,6 @@ so tokens/s can't exceed measured read bandwidth / weight bytes per token.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,18 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def best_of_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Min times of a and b, run alternately so both see the same machine load."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return min(ta), min(tb)
 
 
 def read_bandwidth(nbytes: int = 1 << 30) -> float:
@@ -89,12 +100,11 @@ def main() -> int:
             with torch.no_grad():
                 ref.generate(prompts, max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False, eos_token_id=None)
 
-        tz, th = best_of(zoo_gen, args.repeats), best_of(hf_gen, args.repeats)
+        tz, th = best_of_pair(zoo_gen, hf_gen, args.repeats)
         rows.append((f"decode b={batch} ({args.prompt}+{args.new})", batch * args.new / tz, batch * args.new / th))
     long = torch.randint(3, vocab, (1, args.prefill))
     with torch.no_grad():
-        tz = best_of(lambda: m(long), args.repeats)
-        th = best_of(lambda: ref(long), args.repeats)
+        tz, th = best_of_pair(lambda: m(long), lambda: ref(long), args.repeats)
     rows.append((f"prefill {args.prefill} tokens", args.prefill / tz, args.prefill / th))
 
     print(f"\n{'case':<28} {'zoo tok/s':>10} {'hf tok/s':>10} {'zoo/hf':>7}")

@@ -112,8 +112,8 @@ def ffn_node(path: str, blk: Block, dim: Dim) -> Node:
     return Node("ffn", path, {"spec": f}, [], children)
 
 
-def block_node(i: int, blk: Block, dim: Dim) -> Node:
-    path = f"blocks.{i}"
+def block_node(i: int, blk: Block, dim: Dim, path: str | None = None) -> Node:
+    path = path or f"blocks.{i}"
     return Node("block", path, {"index": i, "spec": blk}, [], [
         norm_node(_join(path, "attn_norm"), blk.norm, dim),
         attention_node(_join(path, "attn"), blk, dim),
@@ -126,7 +126,11 @@ def decoder_ir(arch: Decoder) -> Node:
     dim = Dim("dim", arch.dim)
     vocab = Dim("vocab", arch.vocab_size)
     children = [Node("embedding", "embed", {}, [Param("weight", (vocab, dim))])]
-    children += [block_node(i, arch.block(i), dim) for i in range(arch.n_layers)]
+    n_heads = arch.heads.n_future if arch.heads.kind == "multi_token" else 0
+    n_trunk = arch.n_layers - n_heads
+    children += [block_node(i, arch.block(i), dim) for i in range(n_trunk)]
+    # multi-token heads: the last n layers, one block per future token, named heads.j
+    children += [block_node(n_trunk + j, arch.block(n_trunk + j), dim, f"heads.{j}") for j in range(n_heads)]
     children.append(norm_node("norm", arch.norm, dim))
     if not arch.tie_embeddings:
         children.append(linear("output", dim, vocab, bias=False))

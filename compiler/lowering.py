@@ -3,6 +3,7 @@ device. This is the only part of the compiler that imports the runtime."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from ..runtime import backends as backend_registry
 from ..runtime.backends import Backend
 from ..runtime.config import AttentionConfig, BlockConfig, DecoderConfig, FFNConfig, NormConfig, RopeConfig
 from ..runtime.modules import CausalLM
+from ..runtime.modules.multi_token import MultiTokenLM
 from .ir import Node
 from .schema import Block
 
@@ -43,14 +45,18 @@ def choose_backend(requested: str | None, device: torch.device | str) -> Backend
     return BackendChoice(name, name, avail.ok, f"{name}: {avail.reason}")
 
 
+_INDEXED = re.compile(r"^(\w+)\.(\d+)\.(.+)$")
+
+
 def _collapse(paths: list[str]) -> str:
     """blocks.0.attn … blocks.31.attn → blocks.0-31.attn (when contiguous)."""
     if len(paths) == 1:
         return paths[0]
-    idx = [int(p.split(".")[1]) for p in paths]
-    rest = ".".join(paths[0].split(".")[2:])
+    parts = [_INDEXED.match(p) for p in paths]
+    idx = [int(m.group(2)) for m in parts if m]
+    prefix, rest = parts[0].group(1), parts[0].group(3)  # type: ignore[union-attr]
     span = f"{min(idx)}-{max(idx)}" if idx == list(range(min(idx), max(idx) + 1)) else ",".join(map(str, idx))
-    return f"blocks.{span}.{rest}"
+    return f"{prefix}.{span}.{rest}"
 
 
 def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
@@ -58,7 +64,8 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
     groups: dict[tuple[str, str, str, str], list[str]] = {}
 
     def add(path: str, kind: str, kernel: str, why: str) -> None:
-        role = ".".join(path.split(".")[2:]) if path.startswith("blocks.") else path
+        m = _INDEXED.match(path)
+        role = f"{m.group(1)}.{m.group(3)}" if m else path
         groups.setdefault((role, kind, kernel, why), []).append(path)
 
     for node in ir.walk():
@@ -92,10 +99,10 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
         add("output", "output", "matmul with embed.weight, logits in float32", "tied embeddings")
     out = []
     for (_, kind, kernel, why), paths in groups.items():
-        plain = [p for p in paths if not p.startswith("blocks.")]
-        blocks = [p for p in paths if p.startswith("blocks.")]
-        if blocks:
-            out.append(KernelChoice(_collapse(blocks), kind, kernel, why))
+        plain = [p for p in paths if not _INDEXED.match(p)]
+        stacked = [p for p in paths if _INDEXED.match(p)]
+        if stacked:
+            out.append(KernelChoice(_collapse(stacked), kind, kernel, why))
         out += [KernelChoice(p, kind, kernel, why) for p in plain]
     return out
 
@@ -122,16 +129,18 @@ def block_config(blk: Block) -> BlockConfig:
 
 def decoder_config(ir: Node) -> DecoderConfig:
     arch = ir.attrs["spec"]
-    blocks = tuple(block_config(n.attrs["spec"]) for n in ir.children if n.kind == "block")
+    blocks = tuple(block_config(n.attrs["spec"]) for n in ir.children if n.kind == "block" and n.path.startswith("blocks."))
+    heads = tuple(block_config(n.attrs["spec"]) for n in ir.children if n.kind == "block" and n.path.startswith("heads."))
     top = arch.norm
     return DecoderConfig(arch.vocab_size, arch.dim, arch.max_seq_len, blocks,
-                         NormConfig(top.kind, top.eps, getattr(top, "bias", False)), arch.tie_embeddings)
+                         NormConfig(top.kind, top.eps, getattr(top, "bias", False)), arch.tie_embeddings, heads)
 
 
 def lower(ir: Node, backend: Backend) -> CausalLM:
     """Runtime modules on the meta device: nothing is allocated until weights arrive."""
+    cfg = decoder_config(ir)
     with torch.device("meta"):
-        model = CausalLM(decoder_config(ir), backend)
+        model = (MultiTokenLM if cfg.head_blocks else CausalLM)(cfg, backend)
     expected = dict(ir.parameters())
     got = dict(model.named_parameters())
     if set(expected) != set(got):  # the IR's canonical names are the runtime's keys, by construction

@@ -138,7 +138,15 @@ class NextTokenHead(Strict):
     kind: Literal["next_token"] = "next_token"
 
 
-Heads = Annotated[Union[NextTokenHead], Field(discriminator="kind")]
+class MultiTokenHead(Strict):
+    """n future-token heads (Gloeckle et al. 2024): the last n of n_layers blocks become heads,
+    each applied to the trunk's output; head i predicts token t+i+1. Norm and output are shared."""
+
+    kind: Literal["multi_token"] = "multi_token"
+    n_future: PositiveInt = Field(description="number of heads (tokens predicted per position)")
+
+
+Heads = Annotated[Union[NextTokenHead, MultiTokenHead], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------- blocks
@@ -208,6 +216,9 @@ class Decoder(Strict):
                 if i in owner:
                     raise FieldError(("layers", key), f"layer {i} is also in range {owner[i]!r}")
                 owner[i] = key
+        if self.heads.kind == "multi_token" and self.heads.n_future > self.n_layers:
+            raise FieldError(("heads", "n_future"), f"{self.heads.n_future} heads need at least that many layers "
+                                                    f"(n_layers is {self.n_layers}; heads are the last blocks)")
         attentions = [(("attention",), self.attention)]
         attentions += [(("layers", k, "attention"), ov.attention) for k, ov in self.layers.items() if ov.attention]
         for at, attn in attentions:

@@ -52,7 +52,9 @@ class DecoderConfig:
     blocks: tuple[BlockConfig, ...]
     norm: NormConfig
     tie_embeddings: bool = False
+    # multi-token prediction: one block per future token, each applied to the trunk's output
+    head_blocks: tuple[BlockConfig, ...] = ()
 
     @property
     def n_layers(self) -> int:
-        return len(self.blocks)
+        return len(self.blocks) + len(self.head_blocks)

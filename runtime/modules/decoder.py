@@ -56,7 +56,7 @@ class CausalLM(nn.Module):
     # ------------------------------------------------------------------ setup
     def set_backend(self, backend: Backend) -> None:
         self.backend = backend
-        for blk in self.blocks:
+        for blk in self.attention_layers():
             blk.attn.backend = backend
 
     @torch.no_grad()
@@ -70,6 +70,10 @@ class CausalLM(nn.Module):
             elif hasattr(mod, "reset_parameters") and not isinstance(mod, (nn.Linear, nn.Embedding)):
                 mod.reset_parameters()
 
+    def attention_layers(self) -> list[Block]:
+        """Every block that keeps a KV cache, in cache-layer order."""
+        return list(self.blocks)
+
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None,
                   device: torch.device | str | None = None, static: bool | None = None) -> KVCache:
         """A preallocated cache; `static` (default: what the backend prefers) keeps every decode
@@ -77,8 +81,9 @@ class CausalLM(nn.Module):
         p = self.embed.weight
         if static is None:
             static = bool(getattr(self.backend, "prefers_static_cache", False))
-        return KVCache(len(self.blocks), batch, [b.attn.cfg.n_kv_heads for b in self.blocks], max_len,
-                       [b.attn.cfg.head_dim for b in self.blocks], dtype or p.dtype, device or p.device, static)
+        layers = self.attention_layers()
+        return KVCache(len(layers), batch, [b.attn.cfg.n_kv_heads for b in layers], max_len,
+                       [b.attn.cfg.head_dim for b in layers], dtype or p.dtype, device or p.device, static)
 
     # ------------------------------------------------------------------ forward
     def _layout(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor | None,
@@ -135,14 +140,10 @@ class CausalLM(nn.Module):
         layout = AttentionLayout(cache.length, t, cache.max_len, cache.key_valid, None, slots)
         return layout, positions
 
-    def hidden_states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
-                      positions: torch.Tensor | None = None, cache: KVCache | None = None,
-                      segment_ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-norm hidden states (B, T, dim); `embeds` replaces the token embedding lookup."""
-        layout, positions = self._layout(tokens, attention_mask, positions, cache, segment_ids)
-        x = self.embed(tokens) if embeds is None else embeds
-        tables: dict[Any, Any] = {}
-        for blk in self.blocks:
+    def run_blocks(self, blocks: Any, x: torch.Tensor, positions: torch.Tensor, layout: AttentionLayout,
+                   cache: KVCache | None, tables: dict[Any, Any]) -> torch.Tensor:
+        """Apply `blocks` in order; RoPE tables are built once per distinct (head_dim, rope) and shared."""
+        for blk in blocks:
             ac = blk.attn.cfg
             rope = None
             if ac.rope is not None:
@@ -151,6 +152,15 @@ class CausalLM(nn.Module):
                     tables[key] = rope_tables(positions, ac.head_dim, ac.rope, x.dtype)
                 rope = tables[key]
             x = blk(x, rope, layout, cache)
+        return x
+
+    def hidden_states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                      positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                      segment_ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm hidden states (B, T, dim); `embeds` replaces the token embedding lookup."""
+        layout, positions = self._layout(tokens, attention_mask, positions, cache, segment_ids)
+        x = self.embed(tokens) if embeds is None else embeds
+        x = self.run_blocks(self.blocks, x, positions, layout, cache, {})
         if cache is not None:
             cache.length = layout.start + layout.q_len
         return self.norm(x)

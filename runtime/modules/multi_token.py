@@ -1,0 +1,118 @@
+"""Multi-token prediction (Gloeckle et al. 2024): n transformer-block heads on a shared trunk.
+
+Head i (one block) reads the trunk's output and, through the shared final norm and output
+matrix, predicts token t+i+1. Head 0 is the ordinary next-token head, so the model decodes like
+any LM; heads 1..n-1 draft for self-speculative decoding. The summed loss can run the paper's
+memory-efficient schedule: each head's forward/backward in turn, gradients gathered at the
+trunk output, then one trunk backward — peak memory holds one head's logits, not n.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends.base import Backend
+from ..config import DecoderConfig
+from ..kv_cache import KVCache
+from .decoder import Block, CausalLM
+
+
+class MultiTokenLM(CausalLM):
+    def __init__(self, cfg: DecoderConfig, backend: Backend):
+        super().__init__(cfg, backend)
+        n_trunk = len(cfg.blocks)
+        self.heads = nn.ModuleList(Block(cfg.dim, b, backend, n_trunk + j) for j, b in enumerate(cfg.head_blocks))
+
+    @property
+    def n_future(self) -> int:
+        return len(self.heads)
+
+    def attention_layers(self) -> list[Block]:
+        return list(self.blocks) + list(self.heads)
+
+    def trunk(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+              positions: torch.Tensor | None = None, cache: KVCache | None = None,
+              segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
+        layout, positions = self._layout(tokens, attention_mask, positions, cache, segment_ids)
+        tables: dict = {}
+        h = self.run_blocks(self.blocks, self.embed(tokens), positions, layout, cache, tables)
+        return h, (positions, layout, cache, tables)
+
+    def head_logits(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int]) -> torch.Tensor:
+        """(B, T, len(heads), vocab) float32 logits of the chosen heads over the trunk output."""
+        positions, layout, cache, tables = ctx
+        outs = [self.logits(self.norm(self.run_blocks([self.heads[i]], h, positions, layout, cache, tables)))
+                for i in heads]
+        if cache is not None:
+            cache.length = layout.start + layout.q_len
+        return torch.stack(outs, dim=2)
+
+    def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                segment_ids: torch.Tensor | None = None, all_heads: bool = False) -> torch.Tensor:
+        """Head 0's logits (B, T, vocab); with all_heads, every head's: (B, T, n, vocab), where
+        [:, t, i] predicts token t+i+1. A cache used for decoding should see the same choice of
+        all_heads at every step (heads left out do not fill their cache)."""
+        h, ctx = self.trunk(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
+                            segment_ids=segment_ids)
+        logits = self.head_logits(h, ctx, range(self.n_future) if all_heads else [0])
+        return logits if all_heads else logits[:, :, 0]
+
+    def hidden_states(self, tokens: torch.Tensor, **kw) -> torch.Tensor:  # type: ignore[override]
+        """Head 0's final-norm hidden states."""
+        h, ctx = self.trunk(tokens, **kw)
+        positions, layout, cache, tables = ctx
+        out = self.norm(self.run_blocks([self.heads[0]], h, positions, layout, cache, tables))
+        if cache is not None:
+            cache.length = layout.start + layout.q_len
+        return out
+
+    def generate_speculative(self, prompts, max_new_tokens: int = 32, **kw):  # type: ignore[no-untyped-def]
+        """Greedy self-speculative decoding: (new tokens per row, SpeculativeStats)."""
+        from ..speculative import speculative_generate
+
+        return speculative_generate(self, prompts, max_new_tokens, **kw)
+
+    @staticmethod
+    def _head_targets(tokens: torch.Tensor, i: int, attention_mask: torch.Tensor | None, ignore_index: int) -> torch.Tensor:
+        """Token t+i+1 for every position t (ignore_index past the end or on padding)."""
+        targets = torch.full_like(tokens, ignore_index)
+        shift = i + 1
+        if shift < tokens.shape[1]:
+            targets[:, :-shift] = tokens[:, shift:]
+            if attention_mask is not None:
+                targets[:, :-shift] = targets[:, :-shift].masked_fill(~attention_mask[:, shift:].bool(), ignore_index)
+        return targets
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
+             attention_mask: torch.Tensor | None = None, ignore_index: int = -100,
+             memory_efficient: bool = False) -> torch.Tensor:
+        """Sum over heads of each head's mean cross-entropy (unweighted, as in the paper).
+
+        memory_efficient=True runs the backward pass itself (so call it instead of
+        loss().backward()) and returns the detached loss; gradients equal the plain schedule's."""
+        if targets is not None:
+            raise ValueError("multi-token loss derives each head's targets from `tokens`")
+        h, ctx = self.trunk(tokens, attention_mask=attention_mask)
+        positions, layout, _, tables = ctx
+
+        def head_loss(i: int, trunk_out: torch.Tensor) -> torch.Tensor:
+            logits = self.logits(self.norm(self.run_blocks([self.heads[i]], trunk_out, positions, layout, None, tables)))
+            tgt = self._head_targets(tokens, i, attention_mask, ignore_index)
+            return F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=ignore_index)
+
+        if not memory_efficient:
+            return sum(head_loss(i, h) for i in range(self.n_future))  # type: ignore[return-value]
+        detached = h.detach().requires_grad_(True)
+        total = torch.zeros((), device=h.device)
+        for i in range(self.n_future):
+            part = head_loss(i, detached)
+            part.backward()  # frees this head's activations before the next head runs
+            total += part.detach()
+        h.backward(detached.grad)
+        return total
+
