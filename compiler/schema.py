@@ -273,6 +273,7 @@ class WeightsSpec(Strict):
     repo: str = Field(description="Hugging Face Hub repository id")
     revision: str = Field("main", description="branch, tag or commit sha to pin")
     format: str = Field("hf-llama", description="key map name in specs/formats/")
+    subfolder: str | None = Field(None, description="folder inside the repo holding this model's files")
 
 
 class Published(Strict):

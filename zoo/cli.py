@@ -80,6 +80,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     rope = blk.attention.rope
     print(f"positions        " + (f"RoPE theta {rope.theta:g}" + (f", linear x{rope.scaling.factor:g}" if rope.scaling else "")
                                   if rope else "none") + f"; context {a.max_seq_len:,}; vocab {a.vocab_size:,}")
+    if a.heads.kind == "multi_token":
+        n = a.heads.n_future
+        print(f"heads            {n} future-token heads (trunk {a.n_layers - n} blocks + {n} head blocks)")
     for line in render_accounting(c.accounting):
         print(line)
     if s.published and s.published.params:

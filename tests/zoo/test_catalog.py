@@ -67,8 +67,24 @@ HYPERPARAMETERS: dict[str, tuple[int, int, int, int, int, float, float, int, int
     "codellama-70b":          (8192, 80, 64, 8, 28672, 1e-5, 1e6, 32016, 16384),
     "codellama-70b-python":   (8192, 80, 64, 8, 28672, 1e-5, 1e6, 32016, 16384),
     "codellama-70b-instruct": (8192, 80, 64, 8, 28672, 1e-5, 1e4, 32016, 4096),  # as released
+    # multi-token prediction (arXiv:2404.19737; facebook/multi-token-prediction): Llama-2-7B
+    # shapes, 32 blocks in total of which the last n_future are heads
+    "mtp-7b-200b-1":          (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
+    "mtp-7b-200b-4":          (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
+    "mtp-7b-1t-1":            (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
+    "mtp-7b-1t-4":            (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
 }
-FAMILIES = {"llama-1": "llama", "llama-2": "llama", "codellama": "codellama"}
+N_FUTURE = {"mtp-7b-200b-1": 1, "mtp-7b-200b-4": 4, "mtp-7b-1t-1": 1, "mtp-7b-1t-4": 4}
+FAMILIES = {"llama-1": "llama", "llama-2": "llama", "codellama": "codellama", "mtp-7b": "multi-token"}
+
+
+@pytest.mark.parametrize("name", sorted(N_FUTURE))
+def test_multi_token_models_have_their_heads(name: str) -> None:
+    s = zoo.spec(name)
+    assert s.arch.heads.kind == "multi_token" and s.arch.heads.n_future == N_FUTURE[name]
+    assert s.weights.repo == "facebook/multi-token-prediction" and s.weights.subfolder == name.upper().replace("MTP-", "").replace("-", "_")
+    ir = zoo.compile(name).ir
+    assert sum(1 for n in ir.children if n.path.startswith("heads.")) == N_FUTURE[name]
 
 
 def test_every_catalog_model_is_tabled() -> None:
@@ -93,7 +109,8 @@ def test_model_resolves_with_its_hyperparameters(name: str) -> None:
     assert s.tokenizer is not None and s.tokenizer.kind == "sentencepiece"
     assert (s.tokenizer.infill is not None) == (name.startswith(("codellama-7b", "codellama-13b"))
                                                 and "python" not in name)
-    assert s.weights is not None and s.weights.repo and s.weights.format == "hf-llama"
+    assert s.weights is not None and s.weights.repo
+    assert s.weights.format == ("meta-mtp" if name in N_FUTURE else "hf-llama")
     assert s.family == FAMILIES[next(f for f in FAMILIES if name.startswith(f))]
 
 
