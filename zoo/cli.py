@@ -187,13 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[Any], None]]:
     """Subcommands defined beside the code they drive (weights, Hub, recipes)."""
-    out = []
-    try:
-        from .cli_weights import register
+    import importlib
 
-        out.append(register)
-    except ImportError:
-        pass
+    out = []
+    for name in ("cli_weights", "cli_train"):
+        try:
+            out.append(importlib.import_module(f"{__package__}.{name}").register)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{name}":
+                raise
     return out
 
 
