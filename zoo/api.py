@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from . import catalog
-from .checkpoint import CheckpointError, read_spec
 from .compiler import Compiled
 from .compiler import compile as _compile
 from .compiler.lowering import lower
 from .compiler.schema import ModelSpec
+from .loading import load_folder, resolve_source  # imported with zoo: a load pays no import on its first call
 from .model import as_zoo_model, materialize
 from .runtime import backends
 
@@ -35,7 +35,9 @@ def spec(name: SpecLike, overrides: Sequence[str] = ()) -> ModelSpec:
         return compile_spec(RawSpec(name.model_dump(mode="json"), {}, f"<{name.name}>"), overrides)
     p = Path(name)
     if p.is_dir():
-        return spec(read_spec(p), overrides)
+        from .formats import open_checkpoint
+
+        return spec(open_checkpoint(p).spec, overrides)
     return catalog.get_spec(name, overrides)
 
 
@@ -76,11 +78,25 @@ def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None 
 
 
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
-         device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, **kw: Any) -> nn.Module:
-    """A model with weights: a local checkpoint folder (zoo's own layout or a known format), or a
-    catalog name / Hub repo id (downloaded and cached)."""
-    from .loading import load_folder, resolve_source
+         device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, revision: str | None = None,
+         token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
+         verify: bool | None = None) -> nn.Module:
+    """A model with weights, from any of:
 
-    folder, base_spec = resolve_source(name, **kw)
-    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=_dtype(dtype))
+    - a local folder: zoo's own (zoo.yaml), a transformers folder (config.json + safetensors) or
+      Meta's consolidated.*.pth + params.json; the format is detected;
+    - a catalog name (`codellama-7b`): its spec, and the weights from the Hub repo and revision
+      the spec pins (`weights:`);
+    - a Hub repo id (`org/my-model`), at `revision` (branch, tag or commit sha).
 
+    Hub downloads go through huggingface_hub's cache (`cache_dir`, default HF_HUB_CACHE), work
+    offline from it (HF_HUB_OFFLINE=1), and are checked against their content hashes once.
+    `dtype` casts as tensors stream in (default: the checkpoint's); `verify=True` re-checks every
+    file's sha256; `token` reads private repos (default: HF_TOKEN or the stored login).
+    """
+    folder, base_spec = resolve_source(name, revision=revision, token=token, cache_dir=cache_dir,
+                                       force_download=force_download, verify=verify)
+    if base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
+        base_spec = spec(str(name), overrides)
+    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=_dtype(dtype),
+                       verify=verify)

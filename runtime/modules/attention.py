@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import Linear
+
 from ..backends.base import Backend
 from ..config import AttentionConfig
 from ..kv_cache import KVCache
@@ -20,10 +22,10 @@ class Attention(nn.Module):
         self.backend = backend
         self.layer = layer
         self.scale = cfg.head_dim ** -0.5
-        self.q = nn.Linear(dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
-        self.k = nn.Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
-        self.v = nn.Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
-        self.o = nn.Linear(cfg.n_heads * cfg.head_dim, dim, bias=cfg.o_bias)
+        self.q = Linear(dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o = Linear(cfg.n_heads * cfg.head_dim, dim, bias=cfg.o_bias)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import Embedding, Linear
+
 from ..backends.base import Backend
 from ..config import BlockConfig, DecoderConfig
 from ..kv_cache import KVCache
@@ -48,10 +50,10 @@ class CausalLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backend = backend
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.embed = Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg.dim, b, backend, i) for i, b in enumerate(cfg.blocks))
         self.norm = build_norm(cfg.norm, cfg.dim)
-        self.output = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = None if cfg.tie_embeddings else Linear(cfg.dim, cfg.vocab_size, bias=False)
 
     # ------------------------------------------------------------------ setup
     def set_backend(self, backend: Backend) -> None:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import Linear
+
 from ..config import FFNConfig
 
 ACTIVATIONS = {
@@ -22,9 +24,9 @@ class GatedFFN(nn.Module):
     def __init__(self, dim: int, cfg: FFNConfig):
         super().__init__()
         self.act = ACTIVATIONS[cfg.activation]
-        self.gate = nn.Linear(dim, cfg.hidden_dim, bias=cfg.bias)
-        self.up = nn.Linear(dim, cfg.hidden_dim, bias=cfg.bias)
-        self.down = nn.Linear(cfg.hidden_dim, dim, bias=cfg.bias)
+        self.gate = Linear(dim, cfg.hidden_dim, bias=cfg.bias)
+        self.up = Linear(dim, cfg.hidden_dim, bias=cfg.bias)
+        self.down = Linear(cfg.hidden_dim, dim, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.gate(x)) * self.up(x))
@@ -36,8 +38,8 @@ class MLP(nn.Module):
     def __init__(self, dim: int, cfg: FFNConfig):
         super().__init__()
         self.act = ACTIVATIONS[cfg.activation]
-        self.up = nn.Linear(dim, cfg.hidden_dim, bias=cfg.bias)
-        self.down = nn.Linear(cfg.hidden_dim, dim, bias=cfg.bias)
+        self.up = Linear(dim, cfg.hidden_dim, bias=cfg.bias)
+        self.down = Linear(cfg.hidden_dim, dim, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.up(x)))
