@@ -10,6 +10,7 @@ import torch
 HF_LLAMA_NAMES = {
     "embed.weight": "model.embed_tokens.weight",
     "norm.weight": "model.norm.weight",
+    "norm.bias": "model.norm.bias",
     "output.weight": "lm_head.weight",
 }
 HF_BLOCK_NAMES = {
@@ -61,8 +62,10 @@ def hf_llama_from(model: Any):  # type: ignore[no-untyped-def]
     """A transformers LlamaForCausalLM holding exactly `model`'s weights."""
     from transformers import LlamaForCausalLM
 
+    from zoo.formats.export import external_state  # the same key map zoo imports and exports with
+
     ref = LlamaForCausalLM(hf_llama_config(model.spec)).float().eval()
-    state = to_hf_names({k: v.detach().float() for k, v in model.state_dict().items()})
+    state = {k: v.detach().float() for k, v in external_state(model, "hf-llama").items()}
     missing, unexpected = ref.load_state_dict(state, strict=not model.spec.arch.tie_embeddings)
     if model.spec.arch.tie_embeddings:
         assert unexpected == [] and set(missing) <= {"lm_head.weight"}

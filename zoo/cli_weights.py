@@ -1,0 +1,71 @@
+"""`zoo convert`, `zoo pull`, `zoo push`: the weights and Hub commands.
+
+    zoo convert ./llama-2-7b-meta --to hf ./llama-2-7b-hf
+    zoo pull codellama-7b [--revision SHA]
+    zoo push ./out org/my-model [--private]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .formats.export import convert
+
+    out = convert(args.source, args.dest, args.to, dtype=args.dtype, shards=args.shards,
+                  max_shard_size=args.max_shard_size, overwrite=args.overwrite, revision=args.revision, token=args.token)
+    print(f"wrote {out} ({args.to})")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .hub import download
+
+    folder, _ = download(args.model, revision=args.revision, token=args.token, force_download=args.force,
+                         verify=True if args.verify else None)
+    print(folder)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push
+
+    sha = push(args.folder, args.repo_id, private=args.private or None, token=args.token, branch=args.branch,
+               commit_message=args.message)
+    print(f"pushed {args.folder} to {args.repo_id} at {sha}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("convert", help="convert a checkpoint between formats (hf, meta, zoo)",
+                       description="Load a checkpoint in any known format (folder, catalog name or Hub repo) and "
+                                   "write it in another: hf (transformers folder), meta (consolidated.*.pth), zoo.")
+    p.add_argument("source", help="a checkpoint folder, a catalog name or a Hub repo id")
+    p.add_argument("--to", required=True, choices=["hf", "meta", "zoo"], help="output format")
+    p.add_argument("dest", help="output folder (written atomically)")
+    p.add_argument("--dtype", default=None, help="cast to float32, bfloat16 or float16 (default: keep)")
+    p.add_argument("--shards", type=int, default=1, help="meta: number of model-parallel shards")
+    p.add_argument("--max-shard-size", default="5GB", help="hf/zoo: largest safetensors shard (5GB, 500MB …)")
+    p.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
+    p.add_argument("--revision", default=None, help="Hub source: branch, tag or commit")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("pull", help="download a model's weights into the Hub cache (and verify them)")
+    p.add_argument("model", help="a catalog name (its pinned repo and revision) or a Hub repo id")
+    p.add_argument("--revision", default=None, help="branch, tag or commit sha (default: the spec's pin, or main)")
+    p.add_argument("--token", default=None)
+    p.add_argument("--force", action="store_true", help="download again even if cached")
+    p.add_argument("--verify", action="store_true", help="re-check every file's checksum even if checked before")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="upload a checkpoint folder to the Hub")
+    p.add_argument("folder", help="a checkpoint folder (zoo, transformers or Meta)")
+    p.add_argument("repo_id", help="org/name on the Hub")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--branch", default=None, help="commit to this branch (created if missing)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--token", default=None)
+    p.set_defaults(func=cmd_push)

@@ -1,0 +1,159 @@
+"""Checkpoint formats: YAML key maps (specs/formats/), their transforms, and the readers that
+find out what a folder holds.
+
+A folder is recognised by what it carries, in this order: `zoo.yaml` (a zoo checkpoint, its
+layout named inside), `params.json` / `consolidated.*.pth` (Meta), `config.json` whose
+`model_type` transformers shares with a zoo format (hf-llama). Each gives a spec and a tensor
+source; binding the format's key map to the spec's IR says what the source must hold.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from ..checkpoint import CANONICAL, SPEC_FILE, CheckpointError, read_document
+from ..compiler.schema import ModelSpec
+from .keymap import Format, Plan, Rule, bind, format_names, get_format, parse_format, plan_for
+from .transforms import FormatError
+
+__all__ = ["Checkpoint", "Format", "FormatError", "Plan", "bind", "canonical_format", "detect", "format_names",
+           "get_format", "open_checkpoint", "parse_format", "plan_for"]
+
+
+class TensorSource(Protocol):
+    where: str
+
+    def shapes(self, shard_dims: dict[str, int | None] | None = None) -> dict[str, tuple[int, ...]]: ...
+    def get(self, name: str) -> torch.Tensor: ...
+    def release(self, name: str) -> None: ...
+    def order_key(self, name: str) -> tuple[str, int]: ...
+    def close(self) -> None: ...
+
+
+def canonical_format(names: list[str]) -> Format:
+    """The identity map: the zoo's canonical names stored as they are."""
+    return Format(CANONICAL, "safetensors", tuple(Rule((n,), (n,)) for n in names), description="zoo canonical names")
+
+
+def format_for(layout: str, spec: ModelSpec) -> Format:
+    if layout == CANONICAL:
+        from ..compiler.ir import build_ir
+
+        return canonical_format([n for n, _ in build_ir(spec).parameters()])
+    return get_format(layout)
+
+
+def detect(folder: Path) -> str:
+    """'zoo', 'meta' or a transformers format name ('hf-llama'), from the files a folder holds."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    if (folder / SPEC_FILE).is_file():
+        return "zoo"
+    if (folder / "params.json").is_file() or any(folder.glob("consolidated.*.pth")):
+        return "meta"
+    cfg_path = folder / "config.json"
+    if cfg_path.is_file():
+        from ..hf_config import MODEL_TYPES
+
+        model_type = _read_json(cfg_path).get("model_type")
+        if model_type not in MODEL_TYPES:
+            raise CheckpointError(f"{cfg_path}: transformers model_type {model_type!r} has no zoo format yet "
+                                  f"(known: {', '.join(MODEL_TYPES)})")
+        if not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
+            raise CheckpointError(f"{folder}: only pytorch_model*.bin (pickle) weights; zoo reads safetensors. "
+                                  "Re-save with transformers' save_pretrained(safe_serialization=True)")
+        return MODEL_TYPES[model_type]
+    raise CheckpointError(f"{folder}: not a checkpoint: no {SPEC_FILE}, no config.json, no params.json + "
+                          "consolidated.*.pth")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        out = json.loads(path.read_text())
+        assert isinstance(out, dict)
+        return out
+    except (OSError, json.JSONDecodeError, AssertionError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a JSON object ({e})") from None
+
+
+@dataclass
+class Checkpoint:
+    """A folder, what it is, the spec it carries and where its tensors come from."""
+
+    folder: Path
+    kind: str  # zoo | meta | hf-llama …
+    spec: ModelSpec
+    layout: str  # the format the tensors are stored in (or canonical)
+    source: TensorSource
+    tokenizer_dir: Path
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # zoo.yaml's manifest
+
+
+def _tokenizer_file(folder: Path, name: str = "tokenizer.model") -> Path | None:
+    for d in (folder, folder.parent):  # Meta's downloads keep tokenizer.model one level up
+        if (d / name).is_file():
+            return d
+    return None
+
+
+def _shape_facts(spec: ModelSpec) -> tuple[Any, ...]:
+    """What a config.json fixes about a model, to compare with a catalog spec."""
+    a, blk = spec.arch, spec.arch.block(0)
+    att = blk.attention
+    return (a.dim, a.n_layers, a.vocab_size, a.tie_embeddings, att.n_heads, att.n_kv_heads, att.head_dim,
+            att.rope, att.qkv_bias, blk.ffn.kind, blk.ffn.hidden_dim, blk.norm.eps)
+
+
+def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpoint:
+    """Recognise `folder` and open its tensors (headers and maps only: nothing is read yet)."""
+    from ..weights import SafetensorsSource
+
+    folder = Path(folder)
+    kind = detect(folder)
+    name = folder.resolve().name
+    if kind == "zoo":
+        doc = read_document(folder)
+        return Checkpoint(folder, kind, doc.spec, doc.layout, SafetensorsSource(folder), folder, doc.files)
+    if kind == "meta":
+        from .meta import MetaSource, read_params, spec_from_params
+
+        params = read_params(folder)
+        source = MetaSource(folder)
+        tok_dir = _tokenizer_file(folder) or folder
+        spec = base_spec
+        if spec is None:
+            vocab = params.get("vocab_size", -1)
+            if vocab is None or vocab <= 0:
+                shape = source.raw_shape("tok_embeddings.weight")
+                if shape is None:
+                    raise CheckpointError(f"{folder}: params.json gives no vocab_size and there is no tok_embeddings")
+                vocab = shape[0]
+            spec = spec_from_params(params, name, vocab, "tokenizer.model" if _tokenizer_file(folder) else None)
+        return Checkpoint(folder, kind, spec, _layout("meta", base_spec), source, tok_dir)
+    from ..hf_config import spec_from_hf_config
+
+    cfg = _read_json(folder / "config.json")
+    from_cfg = spec_from_hf_config(cfg, name, "tokenizer.model" if (folder / "tokenizer.model").is_file() else None)
+    spec = from_cfg
+    if base_spec is not None:
+        spec = base_spec
+        if _shape_facts(base_spec) != _shape_facts(from_cfg):
+            warnings.warn(f"{folder}/config.json disagrees with the spec of {base_spec.name}; using the spec "
+                          f"(config.json: {_shape_facts(from_cfg)}, spec: {_shape_facts(base_spec)})", stacklevel=3)
+    return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder), folder)
+
+
+def _layout(detected: str, base_spec: ModelSpec | None) -> str:
+    """The format to read a foreign folder with: the one its catalog spec names (e.g. meta-mtp,
+    a variant of meta) when stored the same way, else the one detected."""
+    named = base_spec.weights.format if base_spec is not None and base_spec.weights else None
+    if named and named != detected and get_format(named).storage == get_format(detected).storage:
+        return named
+    return detected

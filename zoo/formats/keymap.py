@@ -1,0 +1,235 @@
+"""Formats as data: a YAML key map (specs/formats/NAME.yaml) bound to one model's IR.
+
+A format file says, per canonical parameter, which tensor(s) of the format hold it and which
+named transforms (transforms.py) turn one into the other, written in the import direction:
+
+    name: meta
+    storage: meta-pth            # how tensors are stored: safetensors | meta-pth
+    ignore: [rope.freqs]         # tensors a checkpoint may carry that hold no weights
+    keys:                        # canonical -> external; {i} is the layer index
+      norm.weight: norm.weight
+      blocks.{i}.attn.q.weight:
+        name: layers.{i}.attention.wq.weight
+        transforms: [{rope_permute: {heads: n_heads}}]
+        shard_dim: 0             # model-parallel shards concatenate on this dim (meta only)
+    groups:                      # many <-> many: fused tensors (quote names inside [ ] or { })
+      - canonical: ["blocks.{i}.attn.q.weight", "blocks.{i}.attn.k.weight", "blocks.{i}.attn.v.weight"]
+        external: ["layers.{i}.qkv.weight"]
+        transforms: [{split: {dim: 0, sizes: [q_out, kv_out, kv_out]}}]
+
+Binding a format to an IR expands `{i}`, drops rules whose parameters the model lacks (biases,
+`output` when embeddings are tied) and insists every parameter is covered exactly once, so a
+format that cannot hold a model says so before any tensor moves. The external names and shapes
+a checkpoint must have are computed by running the inverse transforms on meta tensors: no
+shape arithmetic is written twice, and import, export and checking cannot disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import yaml
+
+from ..compiler.schema import ModelSpec
+from ..weights import KeyReport, compare_keys
+from .transforms import Chain, FormatError, build
+
+STORAGES = ("safetensors", "meta-pth")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    canonical: tuple[str, ...]
+    external: tuple[str, ...]
+    transforms: tuple[Any, ...] = ()
+    shard_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    storage: str
+    rules: tuple[Rule, ...]
+    ignore: tuple[str, ...] = ()
+    description: str = ""
+    source: str = "<format>"
+
+    def ignored(self, external_name: str) -> bool:
+        return any(re.fullmatch(_glob(p), external_name) for p in self.ignore)
+
+
+def _glob(pattern: str) -> str:
+    return ".*".join(re.escape(part) for part in pattern.split("*"))
+
+
+def formats_root() -> Path:
+    from ..catalog import specs_root
+
+    return specs_root() / "formats"
+
+
+def format_names() -> list[str]:
+    return sorted(p.stem for p in formats_root().glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def get_format(name: str) -> Format:
+    """A format by name (the file specs/formats/NAME.yaml)."""
+    path = formats_root() / f"{name}.yaml"
+    if not path.is_file():
+        from ..compiler.errors import close_matches
+
+        hint = close_matches(name, format_names())
+        raise FormatError(f"unknown weights format {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                          + f" (known: {', '.join(format_names())})")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        raise FormatError(f"{path}: not valid YAML: {e}") from None
+    return parse_format(data, str(path))
+
+
+def parse_format(data: Any, source: str = "<format>") -> Format:
+    """A Format from its YAML document (validated: unknown keys are errors, not silence)."""
+    if not isinstance(data, dict):
+        raise FormatError(f"{source}: a format file is a mapping")
+    extra = set(data) - {"name", "storage", "description", "ignore", "keys", "groups"}
+    if extra:
+        raise FormatError(f"{source}: unknown keys {sorted(extra)}")
+    storage = data.get("storage", "safetensors")
+    if storage not in STORAGES:
+        raise FormatError(f"{source}: storage {storage!r}; expected one of {STORAGES}")
+    rules = []
+    for canon, ext in (data.get("keys") or {}).items():
+        if isinstance(ext, str):
+            ext = {"name": ext}
+        if not isinstance(ext, dict) or set(ext) - {"name", "transforms", "shard_dim"} or "name" not in ext:
+            raise FormatError(f"{source}: keys.{canon}: expected an external name or {{name, transforms, shard_dim}}")
+        rules.append(Rule((canon,), (ext["name"],), tuple(ext.get("transforms") or ()), ext.get("shard_dim")))
+    for n, g in enumerate(data.get("groups") or ()):
+        if not isinstance(g, dict) or set(g) - {"canonical", "external", "transforms"} or not g.get("canonical") \
+                or not g.get("external"):
+            raise FormatError(f"{source}: groups[{n}]: expected canonical: [..], external: [..], transforms: [..]")
+        rules.append(Rule(tuple(g["canonical"]), tuple(g["external"]), tuple(g.get("transforms") or ())))
+    return Format(str(data.get("name", Path(source).stem)), storage, tuple(rules), tuple(data.get("ignore") or ()),
+                  str(data.get("description", "")), source)
+
+
+def layer_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
+    """The sizes a transform parameter may name, for one layer."""
+    a = spec.arch
+    blk = a.block(layer)
+    att = blk.attention
+    assert att.head_dim is not None and att.n_kv_heads is not None
+    return {"layer": layer, "dim": a.dim, "vocab": a.vocab_size, "n_heads": att.n_heads, "n_kv_heads": att.n_kv_heads,
+            "head_dim": att.head_dim, "q_out": att.n_heads * att.head_dim, "kv_out": att.n_kv_heads * att.head_dim,
+            "hidden": blk.ffn.hidden_dim or 0}
+
+
+@dataclass
+class Binding:
+    """One rule instantiated for one layer (or once, for model-wide tensors)."""
+
+    canonical: list[str]
+    external: list[str]
+    chain: Chain
+    shard_dim: int | None
+
+    def to_canonical(self, ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.chain.forward(list(ts))
+
+    def to_external(self, ts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return self.chain.inverse(list(ts))
+
+
+class Plan:
+    """A format bound to one model: every canonical parameter in exactly one binding."""
+
+    def __init__(self, fmt: Format, bindings: list[Binding], canonical_shapes: Mapping[str, tuple[int, ...]]):
+        self.format, self.bindings, self.canonical_shapes = fmt, bindings, dict(canonical_shapes)
+
+    def external_shapes(self) -> dict[str, tuple[int, ...]]:
+        """What a checkpoint in this format must hold: external name -> shape."""
+        out = {}
+        for b in self.bindings:
+            if not b.chain.steps:  # identity: the shapes are the canonical ones
+                out.update(zip(b.external, (tuple(self.canonical_shapes[c]) for c in b.canonical)))
+                continue
+            metas = [torch.empty(self.canonical_shapes[c], device="meta") for c in b.canonical]
+            try:
+                ext = b.to_external(metas)
+            except (RuntimeError, FormatError) as e:
+                raise FormatError(f"{self.format.source}: {b.canonical} -> {b.external}: {e}") from None
+            out.update({n: tuple(t.shape) for n, t in zip(b.external, ext)})
+        return out
+
+    def shard_dims(self) -> dict[str, int | None]:
+        return {e: b.shard_dim for b in self.bindings for e in b.external}
+
+    def check(self, found: Mapping[str, tuple[int, ...]]) -> KeyReport:
+        """Every missing, unexpected and wrong-shaped tensor at once, in the format's own names."""
+        return compare_keys(self.external_shapes(), {k: v for k, v in found.items() if not self.format.ignored(k)})
+
+    def to_canonical(self, get: Callable[[str], torch.Tensor]) -> Iterator[tuple[Binding, list[torch.Tensor]]]:
+        """Per binding: the canonical tensors made from the external ones `get` returns."""
+        for b in self.bindings:
+            yield b, b.to_canonical([get(n) for n in b.external])
+
+    def to_external(self, state: Mapping[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
+        """External (name, tensor) pairs for a canonical state dict (export)."""
+        for b in self.bindings:
+            yield from zip(b.external, b.to_external([state[c] for c in b.canonical]))
+
+
+def _expand(pattern: str, i: int | None) -> str:
+    return pattern if i is None else pattern.replace("{i}", str(i))
+
+
+def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]]) -> Plan:
+    """Bind `fmt` to a model whose parameters are `canonical_shapes` (canonical name -> sizes)."""
+    n_layers = spec.arch.n_layers
+    sizes = [layer_sizes(spec, i) for i in range(n_layers)]
+    bindings, owner, seen_ext = [], {}, set()
+    for rule in fmt.rules:
+        names = rule.canonical + rule.external
+        bad = {m for n in names for m in _PLACEHOLDER.findall(n)} - {"i"}
+        if bad:
+            raise FormatError(f"{fmt.source}: {names[0]}: unknown placeholder(s) {sorted(bad)}; only {{i}} (layer)")
+        per_layer = any("{i}" in n for n in names)
+        for i in (range(n_layers) if per_layer else [None]):
+            canon = [_expand(c, i) for c in rule.canonical]
+            present = [c in canonical_shapes for c in canon]
+            if not any(present):
+                continue  # the model has no such parameter (no bias, tied output …)
+            where = f"{fmt.source}: {rule.canonical[0]}"
+            if not all(present):
+                raise FormatError(f"{where}: the model has only some of {canon}")
+            chain = Chain([build(s, sizes[i if i is not None else 0], where) for s in rule.transforms])
+            ext = [_expand(e, i) for e in rule.external]
+            for c in canon:
+                if c in owner:
+                    raise FormatError(f"{where}: {c} is also mapped by the rule for {owner[c]}")
+                owner[c] = rule.canonical[0]
+            if seen_ext & set(ext):
+                raise FormatError(f"{where}: external name(s) {sorted(seen_ext & set(ext))} are mapped twice")
+            seen_ext |= set(ext)
+            bindings.append(Binding(canon, ext, chain, rule.shard_dim))
+    uncovered = sorted(set(canonical_shapes) - set(owner))
+    if uncovered:
+        raise FormatError(f"format {fmt.name} cannot hold {spec.name}: no rule for {', '.join(uncovered[:6])}"
+                          + (" …" if len(uncovered) > 6 else "") + f" ({fmt.source})")
+    return Plan(fmt, bindings, canonical_shapes)
+
+
+def plan_for(fmt: Format | str, spec: ModelSpec) -> Plan:
+    """Bind a format (or its name) to a spec's IR."""
+    from ..compiler.ir import build_ir
+
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    return bind(fmt, spec, {n: p.sizes for n, p in build_ir(spec).parameters()})
