@@ -136,7 +136,8 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
                     raise CheckpointError(f"{folder}: params.json gives no vocab_size and there is no tok_embeddings")
                 vocab = shape[0]
             spec = spec_from_params(params, name, vocab, "tokenizer.model" if _tokenizer_file(folder) else None)
-        return Checkpoint(folder, kind, spec, _layout("meta", base_spec), source, tok_dir)
+        layout = "meta-mtp" if spec.arch.heads.kind == "multi_token" else _layout("meta", base_spec)
+        return Checkpoint(folder, kind, spec, layout, source, tok_dir)
     from ..hf_config import spec_from_hf_config
 
     cfg = _read_json(folder / "config.json")

@@ -107,13 +107,18 @@ def export_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str =
     return Path(path).absolute()
 
 
+def meta_layout(spec: ModelSpec) -> str:
+    """meta-mtp for multi-token models (extra_heads), else meta."""
+    return "meta-mtp" if spec.arch.heads.kind == "multi_token" else "meta"
+
+
 def export_meta(model: nn.Module, path: str | Path, *, shards: int = 1, overwrite: bool = True) -> Path:
     """Meta's layout: consolidated.NN.pth (`shards` model-parallel pieces) + params.json + tokenizer."""
     from .meta import params_from_spec, write_meta
 
     spec: ModelSpec = model.spec  # type: ignore[attr-defined]
     params = params_from_spec(spec)
-    plan, state = _plan(model, "meta")
+    plan, state = _plan(model, meta_layout(model.spec))
     with atomic_folder(Path(path), overwrite) as tmp:
         write_meta(dict(plan.to_external(state)), plan.shard_dims(), params, tmp, shards)
         _save_tokenizer(model, tmp)

@@ -17,6 +17,14 @@ named transforms (transforms.py) turn one into the other, written in the import 
         external: ["layers.{i}.qkv.weight"]
         transforms: [{split: {dim: 0, sizes: [q_out, kv_out, kv_out]}}]
 
+A format may `extends:` another (its keys win) and add `stacks`: further canonical block stacks
+(multi-token heads) mapped by rewriting every per-layer rule's `blocks.{i}` / `layer_prefix`:
+
+    extends: meta
+    stacks:                      # heads.0 is Meta's last layer; heads 1.. are extra_heads
+      - {canonical: "heads.{j}", external: "layers.{trunk}", first: 0, last: 0}
+      - {canonical: "heads.{j}", external: "extra_heads.{j-1}", first: 1}
+
 Binding a format to an IR expands `{i}`, drops rules whose parameters the model lacks (biases,
 `output` when embeddings are tied) and insists every parameter is covered exactly once, so a
 format that cannot hold a model says so before any tensor moves. The external names and shapes
@@ -41,6 +49,26 @@ from .transforms import Chain, FormatError, build
 
 STORAGES = ("safetensors", "meta-pth")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_EXPR = re.compile(r"\{(\w+)([+-]\d+)?\}")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Another stack of blocks (heads.{j}) laid out like the per-layer rules, under other names."""
+
+    canonical: str  # replaces "blocks.{i}" in canonical names; may use {j}
+    external: str  # replaces the format's layer_prefix; may use {j}, {j-1}, {trunk}
+    first: int = 0
+    last: int | None = None
+
+
+def _subst(pattern: str, env: Mapping[str, int]) -> str:
+    """{name} and {name+k}/{name-k} from env."""
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) not in env:
+            raise FormatError(f"unknown placeholder {{{m.group(1)}}} in {pattern!r}; known: {sorted(env)}")
+        return str(env[m.group(1)] + int(m.group(2) or 0))
+    return _EXPR.sub(one, pattern)
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,8 @@ class Format:
     ignore: tuple[str, ...] = ()
     description: str = ""
     source: str = "<format>"
+    stacks: tuple[Stack, ...] = ()
+    layer_prefix: str = "layers.{i}"
 
     def ignored(self, external_name: str) -> bool:
         return any(re.fullmatch(_glob(p), external_name) for p in self.ignore)
@@ -92,16 +122,31 @@ def get_format(name: str) -> Format:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         raise FormatError(f"{path}: not valid YAML: {e}") from None
+    if isinstance(data, dict) and "extends" in data:
+        parent = get_format(str(data["extends"]))
+        data = {k: v for k, v in data.items() if k != "extends"}
+        merged = parse_format(data, str(path), parent)
+        return merged
     return parse_format(data, str(path))
 
 
-def parse_format(data: Any, source: str = "<format>") -> Format:
-    """A Format from its YAML document (validated: unknown keys are errors, not silence)."""
+def parse_format(data: Any, source: str = "<format>", parent: Format | None = None) -> Format:
+    """A Format from its YAML document (validated: unknown keys are errors, not silence);
+    with a parent, the parent's rules come first and the child's replace those they rename."""
     if not isinstance(data, dict):
         raise FormatError(f"{source}: a format file is a mapping")
-    extra = set(data) - {"name", "storage", "description", "ignore", "keys", "groups"}
+    extra = set(data) - {"name", "storage", "description", "ignore", "keys", "groups", "stacks", "layer_prefix"}
     if extra:
         raise FormatError(f"{source}: unknown keys {sorted(extra)}")
+    stacks = []
+    for n, st in enumerate(data.get("stacks") or ()):
+        if not isinstance(st, dict) or set(st) - {"canonical", "external", "first", "last"} or \
+                not {"canonical", "external"} <= set(st):
+            raise FormatError(f"{source}: stacks[{n}]: expected canonical, external, first, last")
+        stacks.append(Stack(str(st["canonical"]), str(st["external"]), int(st.get("first", 0)),
+                            None if st.get("last") is None else int(st["last"])))
+    if parent is not None:
+        data = {"storage": parent.storage, "description": parent.description, **data}
     storage = data.get("storage", "safetensors")
     if storage not in STORAGES:
         raise FormatError(f"{source}: storage {storage!r}; expected one of {STORAGES}")
@@ -117,8 +162,16 @@ def parse_format(data: Any, source: str = "<format>") -> Format:
                 or not g.get("external"):
             raise FormatError(f"{source}: groups[{n}]: expected canonical: [..], external: [..], transforms: [..]")
         rules.append(Rule(tuple(g["canonical"]), tuple(g["external"]), tuple(g.get("transforms") or ())))
-    return Format(str(data.get("name", Path(source).stem)), storage, tuple(rules), tuple(data.get("ignore") or ()),
-                  str(data.get("description", "")), source)
+    if parent is not None:
+        mine = {c for r in rules for c in r.canonical}
+        rules = [r for r in parent.rules if not set(r.canonical) & mine] + rules
+        ignore = tuple(parent.ignore) + tuple(data.get("ignore") or ())
+        stacks = list(parent.stacks) + stacks
+    else:
+        ignore = tuple(data.get("ignore") or ())
+    prefix = str(data.get("layer_prefix", parent.layer_prefix if parent else "layers.{i}"))
+    return Format(str(data.get("name", Path(source).stem)), storage, tuple(rules), ignore,
+                  str(data.get("description", "")), source, tuple(stacks), prefix)
 
 
 def layer_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
@@ -220,11 +273,45 @@ def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int,
                 raise FormatError(f"{where}: external name(s) {sorted(seen_ext & set(ext))} are mapped twice")
             seen_ext |= set(ext)
             bindings.append(Binding(canon, ext, chain, rule.shard_dim))
+    bindings += _stack_bindings(fmt, spec, canonical_shapes, owner, seen_ext)
     uncovered = sorted(set(canonical_shapes) - set(owner))
     if uncovered:
         raise FormatError(f"format {fmt.name} cannot hold {spec.name}: no rule for {', '.join(uncovered[:6])}"
                           + (" …" if len(uncovered) > 6 else "") + f" ({fmt.source})")
     return Plan(fmt, bindings, canonical_shapes)
+
+
+def _stack_bindings(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]],
+                    owner: dict[str, str], seen_ext: set[str]) -> list[Binding]:
+    """Per-layer rules re-instantiated for each extra stack (multi-token heads)."""
+    heads = spec.arch.heads
+    n_stack = heads.n_future if heads.kind == "multi_token" else 0
+    trunk = spec.arch.n_layers - n_stack
+    out = []
+    for st in fmt.stacks:
+        last = n_stack - 1 if st.last is None else min(st.last, n_stack - 1)
+        for j in range(st.first, last + 1):
+            env = {"j": j, "trunk": trunk}
+            canon_prefix, ext_prefix = _subst(st.canonical, env), _subst(st.external, env)
+            for rule in fmt.rules:
+                if not all(c.startswith("blocks.{i}.") for c in rule.canonical):
+                    continue
+                canon = [canon_prefix + c[len("blocks.{i}"):] for c in rule.canonical]
+                if not all(c in canonical_shapes for c in canon):
+                    continue
+                lp = fmt.layer_prefix
+                if not all(e.startswith(lp) for e in rule.external):
+                    raise FormatError(f"{fmt.source}: {rule.external[0]} does not start with layer_prefix {lp!r}")
+                ext = [ext_prefix + e[len(lp):] for e in rule.external]
+                where = f"{fmt.source}: {canon[0]}"
+                chain = Chain([build(s, layer_sizes(spec, trunk + j), where) for s in rule.transforms])
+                for c in canon:
+                    owner[c] = canon[0]
+                if seen_ext & set(ext):
+                    raise FormatError(f"{where}: external name(s) {sorted(seen_ext & set(ext))} are mapped twice")
+                seen_ext |= set(ext)
+                out.append(Binding(canon, ext, chain, rule.shard_dim))
+    return out
 
 
 def plan_for(fmt: Format | str, spec: ModelSpec) -> Plan:

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import torch
 
 from ..checkpoint import CheckpointError
-from ..compiler.schema import Attention, Decoder, ModelSpec, RMSNorm, Rope, SwiGLU, TokenizerSpec
+from ..compiler.schema import (Attention, Decoder, ModelSpec, MultiTokenHead, NextTokenHead, RMSNorm, Rope, SwiGLU,
+                               TokenizerSpec)
 from .transforms import FormatError
 
 PARAMS_FILE = "params.json"
@@ -150,9 +151,12 @@ def spec_from_params(params: dict[str, Any], name: str, vocab_size: int, tokeniz
         att = Attention(n_heads=params["n_heads"], n_kv_heads=params.get("n_kv_heads"),
                         rope=Rope(theta=float(params.get("rope_theta", 10000.0))))
         ffn = SwiGLU(multiple_of=params.get("multiple_of", 256), dim_multiplier=params.get("ffn_dim_multiplier"))
+        n_future = int(params.get("n_future_tokens", 1) or 1)
+        # facebook/multi-token-prediction: n_layers counts trunk + heads (layers + extra_heads)
+        heads = MultiTokenHead(n_future=n_future) if n_future > 1 else NextTokenHead()
         arch = Decoder(dim=params["dim"], n_layers=params["n_layers"], vocab_size=vocab_size,
                        max_seq_len=params.get("max_seq_len", 4096), attention=att, ffn=ffn,
-                       norm=RMSNorm(eps=float(params.get("norm_eps", 1e-5))))
+                       norm=RMSNorm(eps=float(params.get("norm_eps", 1e-5))), heads=heads)
         tok = TokenizerSpec(kind="sentencepiece", file=tokenizer_file) if tokenizer_file else None
         return ModelSpec(name=name, family="llama", description=f"imported from Meta consolidated weights ({name})",
                          arch=arch, tokenizer=tok)
@@ -175,8 +179,8 @@ def params_from_spec(spec: ModelSpec) -> dict[str, Any]:
     blk = a.block(0)
     att, ffn = blk.attention, blk.ffn
     why = None
-    if a.layers or a.tie_embeddings or a.heads.kind != "next_token":
-        why = "per-layer overrides, tied embeddings or extra heads"
+    if a.layers or a.tie_embeddings:
+        why = "per-layer overrides or tied embeddings"
     elif att.head_dim * att.n_heads != a.dim or att.qkv_bias or att.o_bias or att.sliding_window:
         why = "head_dim != dim/n_heads, attention biases or a sliding window"
     elif att.rope is None or att.rope.scaling is not None:
@@ -203,6 +207,8 @@ def params_from_spec(spec: ModelSpec) -> dict[str, Any]:
     out["norm_eps"] = blk.norm.eps
     out["rope_theta"] = att.rope.theta
     out["max_seq_len"] = a.max_seq_len
+    if a.heads.kind == "multi_token":
+        out["n_future_tokens"] = a.heads.n_future
     return out
 
 
