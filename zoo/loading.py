@@ -44,6 +44,10 @@ def load_tokenizer(folder: Path, spec: ModelSpec) -> Any:
         from .runtime.tokenizers import SentencePieceTokenizer
 
         return SentencePieceTokenizer.from_file(path)
+    if spec.tokenizer.kind == "bpe":
+        from .runtime.tokenizers import BPETokenizer
+
+        return BPETokenizer.from_file(path)
     return None
 
 

@@ -1,14 +1,17 @@
-"""Tokenizers for the runtime: SentencePiece BPE (LLaMA / Code Llama) and infilling prompts.
+"""Tokenizers for the runtime: SentencePiece BPE (LLaMA / Code Llama), byte-level BPE for code,
+and infilling prompts.
 
 Built on the ``tokenizers`` library only; ``sentencepiece`` is used solely by the tests.
 """
 
+from .bpe import BPETokenizer, train_code_tokenizer
 from .errors import TokenizerError
 from .infill import InfillTokens, build_infill_prompt, encode_infilling, stop_ids
 from .sentencepiece import SentencePieceTokenizer
 from .spm_proto import ModelProto, PieceType, load_model_proto, parse_model_proto
 
 __all__ = [
+    "BPETokenizer",
     "InfillTokens",
     "ModelProto",
     "PieceType",
@@ -19,4 +22,5 @@ __all__ = [
     "load_model_proto",
     "parse_model_proto",
     "stop_ids",
+    "train_code_tokenizer",
 ]

@@ -1,0 +1,155 @@
+"""Held-out compression of the code tokenizer against LLaMA-style SentencePiece BPE, on Python.
+
+    .venv/bin/python bench/tokenizer.py                  # full table + vocabulary sweep (~1-2 min)
+    .venv/bin/python bench/tokenizer.py --no-sweep       # the three headline rows only
+    .venv/bin/python bench/tokenizer.py --out tok/       # also save the code tokenizer (tokenizer.json)
+    .venv/bin/python bench/tokenizer.py --llama PATH     # add a real LLaMA tokenizer.model, if you have one
+
+Corpus: the running interpreter's standard library (`sysconfig.get_paths()["stdlib"]`), every
+`*.py` outside site-packages/dist-packages and test folders (test, tests, idle_test). A file is
+held out when sha256(its path relative to the stdlib, as posix) mod 10 == 0: a fixed split,
+independent of file order and machine. Files are read as UTF-8 (invalid bytes -> U+FFFD).
+
+The real LLaMA tokenizer.model cannot be downloaded here (no internet), so the LLaMA row is a
+SentencePiece BPE trained *the LLaMA way* (its trainer_spec: bpe, byte_fallback, split_digits,
+identity normalization, dummy prefix, whitespace-only pieces allowed, lines as sentences, max
+piece length 16) on the same training files; a second one at the code tokenizer's vocabulary
+size compares like for like. Metric: UTF-8 bytes of the held-out files / tokens (no BOS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import zoo  # noqa: E402
+from zoo.runtime.tokenizers.bpe import DEFAULT_VOCAB_SIZE, GPT4_PATTERN, BPETokenizer, train_code_tokenizer  # noqa: E402
+
+EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
+SWEEP = (1024, 2048, 4096, 8192, 16384, 32000)
+# two reference tiny LLaMA shapes (5-20M parameters) for the embedding-share table
+SHAPES = {"d256": ["arch.dim=256", "arch.n_layers=6", "arch.attention.n_heads=4", "arch.ffn.hidden_dim=704"],
+          "d384": ["arch.dim=384", "arch.n_layers=8", "arch.attention.n_heads=6", "arch.ffn.hidden_dim=1024"]}
+
+
+def split_corpus(root: Path) -> tuple[list[Path], list[Path]]:
+    files = sorted(p for p in root.rglob("*.py") if not EXCLUDED_DIRS & set(p.relative_to(root).parts))
+    held = [p for p in files if int(hashlib.sha256(p.relative_to(root).as_posix().encode()).hexdigest(), 16) % 10 == 0]
+    return [p for p in files if p not in set(held)], held
+
+
+def read(files: list[Path]) -> list[str]:
+    return [p.read_text(encoding="utf-8", errors="replace") for p in files]
+
+
+def train_spm(lines: list[str], vocab_size: int) -> object:
+    """A SentencePiece BPE with LLaMA's trainer settings (vocab_size aside)."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, model_type="bpe", vocab_size=vocab_size,
+        byte_fallback=True, split_digits=True, normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, character_coverage=0.99995,
+        max_sentence_length=4192, max_sentencepiece_length=16, split_by_unicode_script=True,
+        split_by_whitespace=True, split_by_number=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=2, minloglevel=2)
+    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+def shape_params(vocab_size: int) -> dict[str, tuple[int, int]]:
+    """Per shape: (total parameters, embedding + output parameters), untied as in LLaMA."""
+    out = {}
+    for name, shape in SHAPES.items():
+        total = zoo.compile("llama-2-7b", shape + [f"arch.vocab_size={vocab_size}"]).accounting.params
+        dim = int(shape[0].split("=")[1])
+        out[name] = (total, 2 * vocab_size * dim)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="the code tokenizer's size")
+    ap.add_argument("--tokenizer", default=None, help="load this tokenizer.json instead of training")
+    ap.add_argument("--out", default=None, help="save the trained code tokenizer into this folder")
+    ap.add_argument("--llama", default=None, help="a real LLaMA tokenizer.model to add as a row")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the vocabulary-size sweep")
+    args = ap.parse_args()
+    start = time.perf_counter()
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    train_files, held_files = split_corpus(root)
+    train_texts, held_texts = read(train_files), read(held_files)
+    held_bytes = sum(len(t.encode()) for t in held_texts)
+    print(f"corpus: {root}  train {len(train_files)} files {sum(len(t.encode()) for t in train_texts) / 1e6:.1f} MB, "
+          f"held out {len(held_files)} files {held_bytes / 1e6:.2f} MB (sha256(path) % 10 == 0)")
+    print("note: the real LLaMA tokenizer.model is not downloadable here (no internet); the LLaMA rows are "
+          "SentencePiece BPE trained the LLaMA way on the same files\n")
+
+    rows: list[tuple[str, int, float, float, bool]] = []
+
+    def measure(name: str, encode, decode, vocab: int, seconds: float) -> float:  # type: ignore[no-untyped-def]
+        n = sum(len(encode(t)) for t in held_texts)
+        ok = all(decode(encode(t)) == t for t in held_texts[:20])
+        rows.append((name, vocab, held_bytes / n, seconds, ok))
+        return held_bytes / n
+
+    def code(vocab: int, save: str | None = None) -> float:
+        t = time.perf_counter()
+        if args.tokenizer and vocab == args.vocab_size:
+            tok = BPETokenizer.from_file(args.tokenizer)
+        else:
+            tok = train_code_tokenizer([], vocab, save, texts=train_texts)
+        return measure(f"code BPE (ours){' *' if vocab == args.vocab_size else ''}",
+                       lambda s: tok.encode(s, bos=False), tok.decode, tok.vocab_size, time.perf_counter() - t)
+
+    lines = [line for t in train_texts for line in t.split("\n") if line.strip()]
+    for vocab in (32000, args.vocab_size):
+        t = time.perf_counter()
+        sp = train_spm(lines, vocab)
+        measure("LLaMA-style SentencePiece BPE", sp.encode, sp.decode, sp.vocab_size(), time.perf_counter() - t)  # type: ignore[attr-defined]
+    if args.llama:
+        import sentencepiece as spm
+
+        real = spm.SentencePieceProcessor(model_file=args.llama)
+        measure("LLaMA tokenizer.model (given)", real.encode, real.decode, real.vocab_size(), 0.0)
+    t0 = time.perf_counter()
+    gpt4 = train_code_tokenizer([], args.vocab_size, texts=train_texts, pattern=GPT4_PATTERN)
+    measure("byte BPE, GPT-4 regex", lambda s: gpt4.encode(s, bos=False), gpt4.decode, gpt4.vocab_size,
+            time.perf_counter() - t0)
+    ratios = {}
+    sizes = [] if args.no_sweep else list(SWEEP)
+    if args.vocab_size not in sizes:
+        sizes.append(args.vocab_size)
+    for vocab in sorted(sizes):
+        ratios[vocab] = code(vocab, args.out if vocab == args.vocab_size else None)
+
+    print(f"{'tokenizer':<32} {'vocab':>6} {'bytes/token':>11} {'train s':>8}  round trip")
+    for name, vocab, bpt, sec, ok in rows:
+        print(f"{name:<32} {vocab:>6} {bpt:>11.3f} {sec:>8.1f}  {'exact' if ok else 'LOSSY'}")
+    print("  * the chosen vocabulary size")
+
+    print("\nvocabulary size vs model size (LLaMA shapes, untied embedding + output = 2*V*dim):")
+    print("  d256 = dim 256, 6 layers, ffn 704; d384 = dim 384, 8 layers, ffn 1024; "
+          "MACs/byte = (params - embedding) / (bytes/token): forward compute per byte of code")
+    print(f"{'vocab':>6} {'bytes/tok':>9} | {'d256 params':>11} {'emb+out':>7} {'MACs/B':>7} | "
+          f"{'d384 params':>11} {'emb+out':>7} {'MACs/B':>7}")
+    for vocab, bpt in sorted(ratios.items()):
+        cells = []
+        for total, emb in shape_params(vocab).values():
+            cells.append(f"{total / 1e6:>10.2f}M {emb / total:>7.0%} {(total - emb / 2) / bpt / 1e6:>6.2f}M")
+        print(f"{vocab:>6} {bpt:>9.3f} | {cells[0]} | {cells[1]}")
+    if args.out:
+        print(f"\nsaved the code tokenizer to {Path(args.out) / 'tokenizer.json'}")
+    print(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
