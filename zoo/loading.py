@@ -28,10 +28,19 @@ def resolve_source(name: str | Path, *, revision: str | None = None, token: str 
         return p, None
     if str(name).startswith((".", "/", "~")) or str(name).count("/") > 2:
         raise CheckpointError(f"{name}: no such checkpoint folder")
+    shipped = bundled_folder(str(name))
+    if shipped is not None and revision is None:
+        return shipped, None
     from .hub import download
 
     return download(str(name), revision=revision, token=token, cache_dir=cache_dir, force_download=force_download,
                     verify=verify)
+
+
+def bundled_folder(name: str) -> Path | None:
+    """A model whose weights ship inside the package (zoo/models/NAME), e.g. tiny-code."""
+    folder = Path(__file__).parent / "models" / name
+    return folder if (folder / "zoo.yaml").is_file() else None
 
 
 def load_tokenizer(folder: Path, spec: ModelSpec) -> Any:

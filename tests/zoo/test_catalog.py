@@ -74,8 +74,10 @@ HYPERPARAMETERS: dict[str, tuple[int, int, int, int, int, float, float, int, int
     "mtp-7b-1t-1":            (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
     "mtp-7b-1t-4":            (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
 }
+# models zoo trains itself (no published counterpart): name -> parameter count from the spec's shapes
+OWN_MODELS = {"tiny-code": 7_377_152}
 N_FUTURE = {"mtp-7b-200b-1": 1, "mtp-7b-200b-4": 4, "mtp-7b-1t-1": 1, "mtp-7b-1t-4": 4}
-FAMILIES = {"llama-1": "llama", "llama-2": "llama", "codellama": "codellama", "mtp-7b": "multi-token"}
+FAMILIES = {"llama-1": "llama", "llama-2": "llama", "codellama": "codellama", "mtp-7b": "multi-token", "tiny-": "tiny"}
 
 
 @pytest.mark.parametrize("name", sorted(N_FUTURE))
@@ -88,7 +90,7 @@ def test_multi_token_models_have_their_heads(name: str) -> None:
 
 
 def test_every_catalog_model_is_tabled() -> None:
-    assert set(zoo.list()) == set(HYPERPARAMETERS)
+    assert set(zoo.list()) == set(HYPERPARAMETERS) | set(OWN_MODELS)
     assert set(PUBLISHED_PARAMS) | set(SAME_AS) <= set(zoo.list())
 
 
@@ -186,7 +188,7 @@ def test_list_shows_every_model_with_its_family(capsys: pytest.CaptureFixture[st
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["model", "family", "params"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == set(HYPERPARAMETERS)  # family files are not listed
+    assert set(rows) == set(HYPERPARAMETERS) | set(OWN_MODELS)  # family files are not listed
     for name, cols in rows.items():
         assert cols[1] == FAMILIES[next(f for f in FAMILIES if name.startswith(f))]
     assert rows["llama-2-70b"][2] == "68.98B" and rows["codellama-34b"][2] == "33.74B"
@@ -225,3 +227,10 @@ def test_family_files_are_not_loadable(family: str, size: str) -> None:
     # and they are not offered as models
     assert family.split("/")[-1] not in zoo.list()
     assert catalog.find(family).stem == family.split("/")[-1]
+
+
+def test_own_models_are_small_multi_token_code_models() -> None:
+    for name, params in OWN_MODELS.items():
+        c = zoo.compile(name)
+        assert c.accounting.params == params <= 20_000_000
+        assert c.spec.arch.heads.kind == "multi_token" and c.spec.tokenizer.kind == "bpe"
