@@ -102,7 +102,7 @@ def test_packed_sequences_equal_running_them_one_by_one(backend: str, window: in
     torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
 
 
-FAMILIES = ["llama-1-7b", "llama-2-7b", "llama-2-70b", "codellama-7b", "codellama-34b"]
+FAMILIES = ["llama-1-7b", "llama-2-7b", "llama-2-70b", "codellama-7b", "codellama-34b", "mtp-7b-200b-4", "tiny-code"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -110,6 +110,8 @@ FAMILIES = ["llama-1-7b", "llama-2-7b", "llama-2-70b", "codellama-7b", "codellam
 def test_parity_matrix_prefill_and_decode(family: str, backend: str) -> None:
     device = "cuda" if backend == "xformers" else "cpu"
     kv = ["arch.attention.n_kv_heads=2"] if zoo.spec(family).arch.attention.n_kv_heads else []
+    if zoo.spec(family).arch.heads.kind == "multi_token":
+        kv.append("arch.heads.n_future=2")  # two of the tiny two layers are heads: all head, no trunk
     ref = zoo.build(family, TINY + kv, backend="eager", seed=5, device=device).eval()
     m = zoo.build(family, TINY + kv, backend=backend, seed=5, device=device).eval()
     tokens = torch.randint(0, 96, (2, 13), device=device)
