@@ -57,14 +57,26 @@ class ModelMixin:
             ids.append(tok.infill.eot_id)
         return ids
 
-    def generate_text(self, prompt: str | Sequence[str], max_new_tokens: int = 64, **kw: Any) -> str | list[str]:
-        """Complete text prompt(s); stops at EOS (and <EOT> on infilling models)."""
+    def generate_text(self, prompt: str | Sequence[str], max_new_tokens: int = 64, *, speculative: bool | None = None,
+                      **kw: Any) -> str | list[str]:
+        """Complete text prompt(s); stops at EOS (and <EOT> on infilling models). Greedy
+        decoding of a multi-token model is self-speculative by default (same output, faster)."""
         tok = self._need_tokenizer()
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        ids = [tok.encode(p, bos=True) for p in prompts]
+        bos = self.spec.tokenizer.bos_id if self.spec.tokenizer else None  # the spec says what starts a prompt
+        ids = [([bos] if bos is not None else []) + tok.encode(p, bos=False) for p in prompts]
         kw.setdefault("stop_tokens", self.stop_ids())
         kw.setdefault("pad_id", tok.pad_id if getattr(tok, "pad_id", None) not in (None, -1) else 0)
-        out = self.generate(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
+        greedy = kw.get("temperature", 0.0) <= 0.0
+        if speculative is None:
+            speculative = greedy and getattr(self, "n_future", 1) > 1
+        if speculative:
+            if not greedy:
+                raise ValueError("speculative decoding is greedy: use temperature=0")
+            kw = {k: v for k, v in kw.items() if k in ("stop_tokens", "pad_id")}
+            out, _ = self.generate_speculative(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
+        else:
+            out = self.generate(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
         texts = [tok.decode([t for t in row if t not in kw["stop_tokens"]]) for row in out]
         return texts[0] if isinstance(prompt, str) else texts
 
