@@ -31,6 +31,9 @@ PUBLISHED_PARAMS = {
     "llama-1-65b": 65_285_660_672,
     "codellama-7b": 6_738_546_688,  # 16 extra tokens (infilling) in embed and output
     "codellama-34b": 33_743_970_304,
+    "mixtral-8x7b": 46_702_792_704,  # transformers' MixtralForCausalLM on meta
+    "mistral-nemo-12b": 12_247_782_400,  # transformers on meta (Pixtral-12B's decoder)
+    "pixtral-12b": 12_682_739_712,  # transformers' LlavaForConditionalGeneration on meta
 }
 # fine-tuned variants: the same architecture as their base
 SAME_AS = {
@@ -38,6 +41,7 @@ SAME_AS = {
     "codellama-7b-instruct": "codellama-7b", "codellama-13b-instruct": "codellama-13b",
     "codellama-34b-python": "codellama-34b", "codellama-34b-instruct": "codellama-34b",
     "codellama-70b-python": "codellama-70b",
+    "mixtral-8x7b-instruct": "mixtral-8x7b",
 }
 
 # name: dim, layers, heads, kv heads, ffn hidden, norm eps, rope theta, vocab, context
@@ -74,10 +78,21 @@ HYPERPARAMETERS: dict[str, tuple[int, int, int, int, int, float, float, int, int
     "mtp-7b-1t-1":            (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
     "mtp-7b-1t-4":            (4096, 32, 32, 32, 11008, 1e-5, 1e4, 32000, 4096),
 }
+# mixture-of-experts models (Mixtral, arXiv:2401.04088; the released config.json):
+# dim, layers, heads, kv heads, expert hidden, experts, top_k, norm eps, rope theta, vocab, context, active params
+MOE_MODELS: dict[str, tuple[int, int, int, int, int, int, int, float, float, int, int, int]] = {
+    "mixtral-8x7b":          (4096, 32, 32, 8, 14336, 8, 2, 1e-5, 1e6, 32000, 32768, 12_879_925_248),
+    "mixtral-8x7b-instruct": (4096, 32, 32, 8, 14336, 8, 2, 1e-5, 1e6, 32000, 32768, 12_879_925_248),
+}
+# Mistral NeMo 12B (params.json): dim, layers, heads, kv heads, ffn hidden, norm eps, rope theta, vocab, context
+MISTRAL_MODELS = {"mistral-nemo-12b": (5120, 40, 32, 8, 14336, 1e-5, 1e9, 131072, 131072)}
+# Pixtral-12B: the NeMo decoder plus a vision encoder and an adapter; its parameters by part
+VISION_LANGUAGE_MODELS = {"pixtral-12b": {"vision": 403_489_792, "adapter": 31_467_520, "text": 12_247_782_400}}
 # models zoo trains itself (no published counterpart): name -> parameter count from the spec's shapes
-OWN_MODELS = {"tiny-code": 7_377_152}
+OWN_MODELS = {"tiny-code": 4_328_640}
 N_FUTURE = {"mtp-7b-200b-1": 1, "mtp-7b-200b-4": 4, "mtp-7b-1t-1": 1, "mtp-7b-1t-4": 4}
-FAMILIES = {"llama-1": "llama", "llama-2": "llama", "codellama": "codellama", "mtp-7b": "multi-token", "tiny-": "tiny"}
+FAMILIES = {"llama-1": "llama", "llama-2": "llama", "codellama": "codellama", "mtp-7b": "multi-token", "tiny-": "tiny", "mixtral": "mixtral"}
+FAMILIES.update({"mistral-nemo": "mistral", "pixtral": "pixtral"})
 
 
 @pytest.mark.parametrize("name", sorted(N_FUTURE))
@@ -90,7 +105,8 @@ def test_multi_token_models_have_their_heads(name: str) -> None:
 
 
 def test_every_catalog_model_is_tabled() -> None:
-    assert set(zoo.list()) == set(HYPERPARAMETERS) | set(OWN_MODELS)
+    assert set(zoo.list()) == (set(HYPERPARAMETERS) | set(OWN_MODELS) | set(MOE_MODELS) | set(MISTRAL_MODELS)
+                               | set(VISION_LANGUAGE_MODELS))
     assert set(PUBLISHED_PARAMS) | set(SAME_AS) <= set(zoo.list())
 
 
@@ -114,6 +130,40 @@ def test_model_resolves_with_its_hyperparameters(name: str) -> None:
     assert s.weights is not None and s.weights.repo
     assert s.weights.format == ("meta-mtp" if name in N_FUTURE else "hf-llama")
     assert s.family == FAMILIES[next(f for f in FAMILIES if name.startswith(f))]
+
+
+@pytest.mark.parametrize("name", sorted(MOE_MODELS))
+def test_moe_model_resolves_with_its_hyperparameters(name: str) -> None:
+    s = zoo.spec(name)
+    a = s.arch
+    assert not a.layers and not a.tie_embeddings
+    b = a.block(0)
+    f = b.ffn
+    assert f.kind == "moe" and f.expert.kind == "swiglu" and not f.expert.bias and f.router.normalize_top_k
+    got = (a.dim, a.n_layers, b.attention.n_heads, b.attention.n_kv_heads, f.expert.hidden_dim, f.n_experts, f.top_k,
+           b.norm.eps, b.attention.rope.theta, a.vocab_size, a.max_seq_len)
+    assert got == MOE_MODELS[name][:-1]
+    assert zoo.compile(name).accounting.active_params == MOE_MODELS[name][-1]
+    assert s.weights.format == "hf-mixtral" and s.weights.repo.startswith("mistralai/Mixtral-8x7B")
+    assert s.tokenizer.kind == "sentencepiece" and s.family == "mixtral"
+
+
+def test_show_moe_gives_total_and_active_parameters() -> None:
+    text = _show("mixtral-8x7b")
+    assert "moe 8x swiglu 14336, top-2" in text
+    assert "parameters       46,702,792,704" in text and "46,702,792,704 (matches the count above)" in text
+    assert "active/token     12,879,925,248" in text
+
+
+def test_mixtral_count_is_transformers_count_on_meta() -> None:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    cfg = MixtralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, num_local_experts=8, num_experts_per_tok=2,
+                        tie_word_embeddings=False)
+    with torch.device("meta"):
+        ref = MixtralForCausalLM(cfg)
+    assert sum(p.numel() for p in ref.parameters()) == zoo.compile("mixtral-8x7b").accounting.params
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
@@ -188,7 +238,8 @@ def test_list_shows_every_model_with_its_family(capsys: pytest.CaptureFixture[st
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["model", "family", "params"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == set(HYPERPARAMETERS) | set(OWN_MODELS)  # family files are not listed
+    assert set(rows) == (set(HYPERPARAMETERS) | set(OWN_MODELS) | set(MOE_MODELS) | set(MISTRAL_MODELS)
+                         | set(VISION_LANGUAGE_MODELS))  # family files are not listed
     for name, cols in rows.items():
         assert cols[1] == FAMILIES[next(f for f in FAMILIES if name.startswith(f))]
     assert rows["llama-2-70b"][2] == "68.98B" and rows["codellama-34b"][2] == "33.74B"
@@ -234,3 +285,69 @@ def test_own_models_are_small_multi_token_code_models() -> None:
         c = zoo.compile(name)
         assert c.accounting.params == params <= 20_000_000
         assert c.spec.arch.heads.kind == "multi_token" and c.spec.tokenizer.kind == "bpe"
+
+
+# ---------------------------------------------------------------------------------- Pixtral
+@pytest.mark.parametrize("name", sorted(MISTRAL_MODELS))
+def test_mistral_model_resolves_with_its_hyperparameters(name: str) -> None:
+    s = zoo.spec(name)
+    a = s.arch
+    b = a.block(0)
+    got = (a.dim, a.n_layers, b.attention.n_heads, b.attention.n_kv_heads, b.ffn.hidden_dim, b.norm.eps,
+           b.attention.rope.theta, a.vocab_size, a.max_seq_len)
+    assert got == MISTRAL_MODELS[name]
+    assert b.attention.head_dim == 128 != a.dim // b.attention.n_heads  # NeMo's head_dim is not dim/heads
+    assert b.ffn.kind == "swiglu" and b.norm.kind == "rmsnorm" and b.attention.sliding_window is None
+    assert not a.tie_embeddings and s.tokenizer.kind == "tekken" and s.family == "mistral"
+
+
+def test_pixtral_composes_vision_encoder_adapter_and_the_nemo_decoder() -> None:
+    s = zoo.spec("pixtral-12b")
+    a = s.arch
+    assert a.kind == "vision-language" and s.family == "pixtral"
+    assert a.text == zoo.spec("mistral-nemo-12b").arch  # the decoder spec, reused whole
+    v = a.vision
+    blk = v.block()
+    assert (v.dim, v.n_layers, blk.attention.n_heads, blk.attention.head_dim, blk.ffn.hidden_dim) == (1024, 24, 16, 64, 4096)
+    assert blk.ffn.kind == "swiglu" and v.norm.kind == "rmsnorm" and v.norm.eps == 1e-5 and not v.patch_bias
+    assert (v.patch_size, v.image_size, v.grid, v.attention.rope.kind, v.attention.rope.theta) == (16, 1024, 64, "rope-2d", 1e4)
+    assert (a.adapter_hidden_dim, a.adapter.activation, a.adapter.bias) == (5120, "gelu", True)
+    assert (a.image_token_id, a.image_break_id, a.image_end_id) == (10, 12, 13)
+    assert s.weights.repo == "mistralai/Pixtral-12B-2409" and s.weights.format == "mistral"
+    # an override reaches the reused decoder, and the adapter follows the decoder's width
+    tiny = zoo.spec("pixtral-12b", ["arch.text.dim=256", "arch.text.n_layers=2"])
+    assert tiny.arch.text.n_layers == 2 and tiny.arch.adapter_hidden_dim == 256
+
+
+@pytest.mark.parametrize("name", sorted(VISION_LANGUAGE_MODELS))
+def test_show_splits_a_vision_language_model_by_part_without_allocating(name: str) -> None:
+    parts = VISION_LANGUAGE_MODELS[name]
+    acc = zoo.compile(name).accounting
+    assert acc.params == sum(parts.values()) == PUBLISHED_PARAMS[name]
+    assert (acc.params_by_part["vision"], acc.params_by_part["adapter"]) == (parts["vision"], parts["adapter"])
+    with _Allocations() as allocs:
+        text = _show(name)
+        model = zoo.build(name, init="meta", backend="eager")
+    assert not allocs.big, allocs.big
+    assert f"parameters       {acc.params:,}" in text and f"{acc.params:,} (matches the count above)" in text
+    assert (f"parts            vision {parts['vision']:,} + adapter {parts['adapter']:,} + text {parts['text']:,}"
+            in text)
+    counted = {"vision": 0, "adapter": 0, "text": 0}
+    for key, p in model.named_parameters():
+        assert p.device.type == "meta"
+        counted[key.split(".")[0] if key.startswith(("vision.", "adapter.")) else "text"] += p.numel()
+    assert counted == parts
+
+
+def test_pixtral_count_is_transformers_count_on_meta() -> None:
+    from transformers import LlavaForConditionalGeneration
+
+    from tests.pixtral_oracle import hf_llava_config
+
+    with torch.device("meta"):
+        ref = LlavaForConditionalGeneration(hf_llava_config(zoo.spec("pixtral-12b")))
+    by = {"vision": 0, "adapter": 0, "text": 0}
+    for key, p in ref.named_parameters():
+        part = "vision" if ".vision_tower." in key else "adapter" if ".multi_modal_projector." in key else "text"
+        by[part] += p.numel()
+    assert by == VISION_LANGUAGE_MODELS["pixtral-12b"]
