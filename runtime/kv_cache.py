@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 
@@ -14,11 +16,24 @@ class KVCache:
     """
 
     def __init__(self, n_layers: int, batch: int, n_kv_heads: int | list[int], max_len: int,
-                 head_dim: int | list[int], dtype: torch.dtype, device: torch.device | str, static: bool = False):
+                 head_dim: int | list[int], dtype: torch.dtype, device: torch.device | str, static: bool = False,
+                 groups: Sequence[tuple[int, int]] = ()):
         heads = n_kv_heads if isinstance(n_kv_heads, list) else [n_kv_heads] * n_layers
         dims = head_dim if isinstance(head_dim, list) else [head_dim] * n_layers
         self.k = [torch.zeros(batch, h, max_len, d, dtype=dtype, device=device) for h, d in zip(heads, dims)]
         self.v = [torch.zeros(batch, h, max_len, d, dtype=dtype, device=device) for h, d in zip(heads, dims)]
+        # groups (first layer, n): layers that run as one batched block (multi-token heads) share
+        # one buffer (n * B, h, max_len, d) whose row blocks are those layers' caches
+        self._groups: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        for first, n in groups:
+            h, d = heads[first], dims[first]
+            if any(heads[i] != h or dims[i] != d for i in range(first, first + n)):
+                raise ValueError(f"cache group {first}..{first + n - 1}: layers differ in kv heads or head_dim")
+            kb = torch.zeros(n * batch, h, max_len, d, dtype=dtype, device=device)
+            vb = torch.zeros(n * batch, h, max_len, d, dtype=dtype, device=device)
+            for j in range(n):
+                self.k[first + j], self.v[first + j] = kb[j * batch:(j + 1) * batch], vb[j * batch:(j + 1) * batch]
+            self._groups[(first, n)] = (kb, vb)
         self.key_valid = torch.ones(batch, max_len, dtype=torch.bool, device=device)
         self.next_pos = torch.zeros(batch, dtype=torch.long, device=device)
         self.has_padding = False
@@ -42,6 +57,24 @@ class KVCache:
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def has_group(self, first: int, n: int) -> bool:
+        return (first, n) in self._groups
+
+    def write_group(self, first: int, n: int, k: torch.Tensor, v: torch.Tensor, start: int,
+                    slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`write` for a group of layers at once: k, v are (n * B, h, T, d), layer-major."""
+        kb, vb = self._groups[(first, n)]
+        if slots is not None:
+            kb.index_copy_(2, slots, k)
+            vb.index_copy_(2, slots, v)
+            return kb, vb
+        end = start + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions needed, {self.max_len} allocated")
+        kb[:, :, start:end] = k
+        vb[:, :, start:end] = v
+        return kb[:, :, :end], vb[:, :, :end]
 
     def rollback(self, length: int) -> None:
         """Forget every slot from `length` on (rejected speculative tokens)."""

@@ -16,6 +16,7 @@ from ..kv_cache import KVCache
 from ..mask import AttentionLayout
 from .attention import Attention
 from .ffn import build_ffn
+from .moe import record_routing
 from .norm import build_norm
 from .rope import rope_tables
 
@@ -69,6 +70,8 @@ class CausalLM(nn.Module):
                 mod.weight.normal_(0.0, std, generator=generator)
                 if getattr(mod, "bias", None) is not None:
                     mod.bias.zero_()
+            elif mod is not self and hasattr(mod, "init_weights"):  # stacked MoE experts
+                mod.init_weights(std, generator)
             elif hasattr(mod, "reset_parameters") and not isinstance(mod, (nn.Linear, nn.Embedding)):
                 mod.reset_parameters()
 
@@ -77,15 +80,16 @@ class CausalLM(nn.Module):
         return list(self.blocks)
 
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None,
-                  device: torch.device | str | None = None, static: bool | None = None) -> KVCache:
+                  device: torch.device | str | None = None, static: bool | None = None,
+                  groups: Any = ()) -> KVCache:
         """A preallocated cache; `static` (default: what the backend prefers) keeps every decode
-        step's shapes equal, for compilers."""
+        step's shapes equal, for compilers; `groups` (first layer, n) are allocated contiguously."""
         p = self.embed.weight
         if static is None:
             static = bool(getattr(self.backend, "prefers_static_cache", False))
         layers = self.attention_layers()
         return KVCache(len(layers), batch, [b.attn.cfg.n_kv_heads for b in layers], max_len,
-                       [b.attn.cfg.head_dim for b in layers], dtype or p.dtype, device or p.device, static)
+                       [b.attn.cfg.head_dim for b in layers], dtype or p.dtype, device or p.device, static, groups)
 
     # ------------------------------------------------------------------ forward
     def _layout(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor | None,
@@ -146,15 +150,19 @@ class CausalLM(nn.Module):
                    cache: KVCache | None, tables: dict[Any, Any]) -> torch.Tensor:
         """Apply `blocks` in order; RoPE tables are built once per distinct (head_dim, rope) and shared."""
         for blk in blocks:
-            ac = blk.attn.cfg
-            rope = None
-            if ac.rope is not None:
-                key = (ac.head_dim, ac.rope)
-                if key not in tables:
-                    tables[key] = rope_tables(positions, ac.head_dim, ac.rope, x.dtype)
-                rope = tables[key]
-            x = blk(x, rope, layout, cache)
+            x = blk(x, self.rope_for(blk, positions, x.dtype, tables), layout, cache)
         return x
+
+    @staticmethod
+    def rope_for(blk: Block, positions: torch.Tensor, dtype: torch.dtype, tables: dict[Any, Any]) -> Any:
+        """The block's RoPE (cos, sin), built once per distinct (head_dim, rope) per forward."""
+        ac = blk.attn.cfg
+        if ac.rope is None:
+            return None
+        key = (ac.head_dim, ac.rope)
+        if key not in tables:
+            tables[key] = rope_tables(positions, ac.head_dim, ac.rope, dtype)
+        return tables[key]
 
     def hidden_states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                       positions: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -181,14 +189,20 @@ class CausalLM(nn.Module):
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
              attention_mask: torch.Tensor | None = None, ignore_index: int = -100) -> torch.Tensor:
         """Mean next-token cross-entropy. Without `targets`, tokens shifted left are the targets;
-        padding (attention_mask == 0) is ignored."""
+        padding (attention_mask == 0) is ignored. With MoE layers, plus aux_loss_coef times the
+        load-balancing loss (its raw value is left in `self.last_aux_loss`)."""
         if targets is None:
             targets = torch.full_like(tokens, ignore_index)
             targets[:, :-1] = tokens[:, 1:]
             if attention_mask is not None:
                 targets[:, :-1] = targets[:, :-1].masked_fill(~attention_mask[:, 1:].bool(), ignore_index)
-        logits = self(tokens, attention_mask=attention_mask)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+        with record_routing(self) as routing:
+            logits = self(tokens, attention_mask=attention_mask)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
+        # MoE layers: + aux_loss_coef * Switch load-balancing loss; the raw one is kept for logs
+        aux = routing.aux_loss(attention_mask)
+        self.last_aux_loss = None if aux is None else aux[0].detach()
+        return loss if aux is None else loss + aux[1]
 
     def generate(self, prompts: Any, max_new_tokens: int = 32, **kw: Any) -> Any:
         from ..generation import generate

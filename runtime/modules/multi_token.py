@@ -19,6 +19,7 @@ from ..backends.base import Backend
 from ..config import DecoderConfig
 from ..kv_cache import KVCache
 from .decoder import Block, CausalLM
+from .head_group import HeadGroup, groupable
 
 
 class MultiTokenLM(CausalLM):
@@ -26,6 +27,8 @@ class MultiTokenLM(CausalLM):
         super().__init__(cfg, backend)
         n_trunk = len(cfg.blocks)
         self.heads = nn.ModuleList(Block(cfg.dim, b, backend, n_trunk + j) for j, b in enumerate(cfg.head_blocks))
+        # inference runs the heads as one batched block when they share a shape (head_group.py)
+        self._group = HeadGroup(list(self.heads)) if groupable(list(self.heads)) else None
 
     @property
     def n_future(self) -> int:
@@ -33,6 +36,16 @@ class MultiTokenLM(CausalLM):
 
     def attention_layers(self) -> list[Block]:
         return list(self.blocks) + list(self.heads)
+
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None,
+                  device: torch.device | str | None = None, static: bool | None = None) -> KVCache:
+        """The heads' cache layers are one contiguous group, so the grouped heads write them at once."""
+        groups = [(len(self.blocks), self.n_future)] if self._group is not None else []
+        return super().new_cache(batch, max_len, dtype, device, static, groups=groups)
+
+    def _grouped(self, heads: Sequence[int], cache: KVCache | None) -> bool:
+        return (self._group is not None and list(heads) == list(range(self.n_future)) and not torch.is_grad_enabled()
+                and (cache is None or cache.has_group(len(self.blocks), self.n_future)))
 
     def trunk(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
               positions: torch.Tensor | None = None, cache: KVCache | None = None,
@@ -45,11 +58,16 @@ class MultiTokenLM(CausalLM):
     def head_logits(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int]) -> torch.Tensor:
         """(B, T, len(heads), vocab) float32 logits of the chosen heads over the trunk output."""
         positions, layout, cache, tables = ctx
-        outs = [self.logits(self.norm(self.run_blocks([self.heads[i]], h, positions, layout, cache, tables)))
-                for i in heads]
+        if self._grouped(heads, cache):
+            rope = self.rope_for(self.heads[0], positions, h.dtype, tables)
+            hs = self._group.forward(h, rope, layout, cache)  # type: ignore[union-attr]
+            logits = self.logits(self.norm(hs)).permute(1, 2, 0, 3)
+        else:
+            logits = torch.stack([self.logits(self.norm(self.run_blocks([self.heads[i]], h, positions, layout, cache,
+                                                                        tables))) for i in heads], dim=2)
         if cache is not None:
             cache.length = layout.start + layout.q_len
-        return torch.stack(outs, dim=2)
+        return logits
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,

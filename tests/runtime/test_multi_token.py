@@ -122,3 +122,44 @@ def test_speculative_accepts_drafts_and_stays_equal_to_greedy() -> None:
     # stop tokens end rows early, identically
     stop = greedy[0][7]
     assert m.generate_speculative(prompts, 30, stop_tokens=[stop])[0] == m.generate(prompts, 30, stop_tokens=[stop])
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_grouped_heads_equal_the_per_head_loop(static: bool) -> None:
+    """Inference runs the heads as one batched block; with padding, a cache and a decode step
+    its logits and cache contents equal running the heads one by one."""
+    m = _model(seed=2)
+    assert m._group is not None
+    tokens = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = tokens != 0
+    step = torch.tensor([[13, 14], [15, 16]])
+    results = []
+    for grouped in (True, False):
+        group, m._group = m._group, (m._group if grouped else None)
+        try:
+            with torch.no_grad():
+                cache = m.new_cache(2, 16, static=static)
+                first = m(tokens, attention_mask=mask, cache=cache, all_heads=True)
+                second = m(step, cache=cache, all_heads=True)
+        finally:
+            m._group = group
+        results.append((first, second, [k[:, :, :7].clone() for k in cache.k]))
+    (f1, s1, k1), (f2, s2, k2) = results
+    torch.testing.assert_close(f1, f2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)
+    for a, b in zip(k1, k2):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_heads_follow_weight_updates() -> None:
+    m = _model(seed=3)
+    x = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        before = m(x, all_heads=True)
+        m.heads[1].ffn.down.weight.mul_(0.5)  # in place: the stacked copy must notice
+        after = m(x, all_heads=True)
+        m._group, group = None, m._group
+        reference = m(x, all_heads=True)
+        m._group = group
+    assert not torch.allclose(before[:, :, 1], after[:, :, 1])
+    torch.testing.assert_close(after, reference, atol=1e-5, rtol=1e-5)
