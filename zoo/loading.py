@@ -57,6 +57,10 @@ def load_tokenizer(folder: Path, spec: ModelSpec) -> Any:
         from .runtime.tokenizers import BPETokenizer
 
         return BPETokenizer.from_file(path)
+    if spec.tokenizer.kind == "tekken":
+        from .runtime.tokenizers.tekken import TekkenTokenizer
+
+        return TekkenTokenizer.from_file(path)
     return None
 
 

@@ -9,6 +9,7 @@ from .errors import TokenizerError
 from .infill import InfillTokens, build_infill_prompt, encode_infilling, stop_ids
 from .sentencepiece import SentencePieceTokenizer
 from .spm_proto import ModelProto, PieceType, load_model_proto, parse_model_proto
+from .tekken import TekkenTokenizer
 
 __all__ = [
     "BPETokenizer",
@@ -16,6 +17,7 @@ __all__ = [
     "ModelProto",
     "PieceType",
     "SentencePieceTokenizer",
+    "TekkenTokenizer",
     "TokenizerError",
     "build_infill_prompt",
     "encode_infilling",
