@@ -2,6 +2,7 @@
 
     python -m zoo.recipes.tiny_code --out runs/tiny-code --minutes 30            # 4-token model
     python -m zoo.recipes.tiny_code --out runs/tiny-ntp --minutes 30 --n-future 1  # baseline
+    python -m zoo.recipes.tiny_code --ship runs/tiny-code/step-001800  # → zoo/models/tiny-code (bf16)
 
 Corpus: every `*.py` of the standard library outside test folders; a file is held out when
 sha256(its path relative to the stdlib) % 10 == 0 (the split bench/tokenizer.py uses). The
@@ -61,6 +62,15 @@ def prepare(out: Path, vocab_size: int = 4096):  # type: ignore[no-untyped-def]
     return tok
 
 
+def ship(step_dir: Path, dest: Path | None = None) -> Path:
+    """Write a trained step folder as the package's bundled model: bf16 safetensors + tokenizer."""
+    import zoo
+
+    dest = dest or Path(__file__).resolve().parents[1] / "models" / SPEC
+    model = zoo.load(step_dir, dtype="bfloat16")
+    return model.save(dest)
+
+
 def main() -> int:
     import zoo
     from zoo.train import Trainer
@@ -77,7 +87,12 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ship", type=Path, default=None, metavar="STEP_DIR",
+                    help="instead of training: write STEP_DIR as zoo/models/tiny-code in bf16")
     args = ap.parse_args()
+    if args.ship is not None:
+        print(ship(args.ship))
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
