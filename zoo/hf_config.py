@@ -18,8 +18,9 @@ from .compiler.schema import (Attention, Decoder, LinearScaling, ModelSpec, RMSN
                               TokenizerSpec)
 from .formats.transforms import FormatError
 
-MODEL_TYPES = {"llama": "hf-llama"}  # transformers model_type -> zoo format
-ARCHITECTURES = {"hf-llama": "LlamaForCausalLM"}
+MODEL_TYPES = {"llama": "hf-llama", "mixtral": "hf-mixtral"}  # transformers model_type -> zoo format
+ARCHITECTURES = {"hf-llama": "LlamaForCausalLM", "hf-mixtral": "MixtralForCausalLM",
+                 "hf-mixtral-fused": "MixtralForCausalLM"}
 _ACT = {("swiglu", None): "silu", ("geglu", "gelu"): "gelu", ("geglu", "gelu_tanh"): "gelu_pytorch_tanh"}
 _FFN = {"silu": ("swiglu", None), "swish": ("swiglu", None), "gelu": ("geglu", "gelu"),
         "gelu_pytorch_tanh": ("geglu", "gelu_tanh"), "gelu_new": ("geglu", "gelu_tanh")}
@@ -42,9 +43,23 @@ def hf_unsupported(spec: ModelSpec) -> str | None:
         return "attention without RoPE"
     if att.qkv_bias != att.o_bias:
         return "LlamaConfig.attention_bias covers q, k, v and o together"
+    if ffn.kind == "moe":  # MixtralForCausalLM
+        from .hf_mixtral import mixtral_unsupported
+
+        return mixtral_unsupported(spec)
     if (ffn.kind, getattr(ffn, "activation", None)) not in _ACT:
         return f"{ffn.kind} FFN"
     return None
+
+
+def _act_key(ffn: Any) -> tuple[str, str | None]:
+    f = ffn.expert if ffn.kind == "moe" else ffn  # Mixtral: SwiGLU experts
+    return f.kind, getattr(f, "activation", None)
+
+
+def hf_format(spec: ModelSpec) -> str:
+    """The zoo format of the transformers class that runs `spec`."""
+    return "hf-mixtral" if spec.arch.block(0).ffn.kind == "moe" else "hf-llama"
 
 
 def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str, Any]:
@@ -62,11 +77,11 @@ def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str,
         scaling = {"rope_type": "linear", "factor": att.rope.scaling.factor}
         rope = {**scaling, "rope_theta": att.rope.theta}
     tok = spec.tokenizer
-    return {
+    out = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": a.vocab_size, "hidden_size": a.dim, "intermediate_size": ffn.hidden_dim,
         "num_hidden_layers": a.n_layers, "num_attention_heads": att.n_heads, "num_key_value_heads": att.n_kv_heads,
-        "head_dim": att.head_dim, "hidden_act": _ACT[(ffn.kind, getattr(ffn, "activation", None))],
+        "head_dim": att.head_dim, "hidden_act": _ACT[_act_key(ffn)],
         "max_position_embeddings": a.max_seq_len, "rms_norm_eps": blk.norm.eps, "tie_word_embeddings": a.tie_embeddings,
         "attention_bias": att.qkv_bias, "attention_dropout": 0.0, "mlp_bias": ffn.bias, "pretraining_tp": 1,
         "rope_parameters": rope, "rope_theta": att.rope.theta, "rope_scaling": scaling,
@@ -74,6 +89,11 @@ def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str,
         "pad_token_id": tok.pad_id if tok else None, "initializer_range": 0.02, "use_cache": True,
         "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
     }
+    if ffn.kind == "moe":
+        from .hf_mixtral import to_mixtral_config
+
+        return to_mixtral_config(out, spec)
+    return out
 
 
 def generation_config(spec: ModelSpec) -> dict[str, Any]:
@@ -105,6 +125,11 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str, tokenizer_file: str | No
         bias = bool(cfg.get("mlp_bias", False))
         ffn = SwiGLU(hidden_dim=cfg["intermediate_size"], bias=bias) if kind == "swiglu" else \
             GeGLU(hidden_dim=cfg["intermediate_size"], bias=bias, activation=act)
+        if cfg.get("model_type") == "mixtral":
+            from .hf_mixtral import moe_from_config
+
+            ffn = moe_from_config(cfg)
+            att = att.model_copy(update={"sliding_window": cfg.get("sliding_window")})
         norm = RMSNorm(eps=float(cfg.get("rms_norm_eps", 1e-6)))
         arch = Decoder(dim=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"], vocab_size=cfg["vocab_size"],
                        max_seq_len=cfg.get("max_position_embeddings", 2048), attention=att, ffn=ffn, norm=norm,

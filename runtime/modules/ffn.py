@@ -46,6 +46,10 @@ class MLP(nn.Module):
 
 
 def build_ffn(cfg: FFNConfig, dim: int) -> nn.Module:
+    if cfg.kind == "moe":
+        from .moe import MoE
+
+        return MoE(dim, cfg)  # type: ignore[arg-type]
     if cfg.kind == "gated":
         return GatedFFN(dim, cfg)
     if cfg.kind == "mlp":

@@ -106,6 +106,17 @@ BAD_SPECS: dict[str, list[str]] = {
     "several_problems.yaml": ["3 problems", "several_problems.yaml:3", "arch.n_layers: input should be greater than 0",
                               "several_problems.yaml:4", "did you mean 'n_heads'", "several_problems.yaml:5",
                               "arch.ffn.activation", "got 'gelu_fast'"],
+    # ---------------------------------------------------------------- mixture of experts
+    "moe_top_k_exceeds_experts.yaml": ["moe_top_k_exceeds_experts.yaml:4", "arch.ffn.top_k",
+                                       "top_k (9) must be at most n_experts (8)"],
+    "moe_expert_bias.yaml": ["moe_expert_bias.yaml:4", "arch.ffn.expert.bias",
+                             "stacked experts have no biases; set bias: false"],
+    "moe_layer_range_missing_experts.yaml": ["moe_layer_range_missing_experts.yaml:4",
+                                             "arch.layers.0-3.ffn.n_experts: required key is missing"],
+    "moe_nested_expert.yaml": ["moe_nested_expert.yaml:4", "arch.ffn.expert.kind: unknown kind 'moe'",
+                               "expected one of swiglu, geglu, gelu-mlp"],
+    "moe_router_unknown_key.yaml": ["moe_router_unknown_key.yaml:4", "arch.ffn.router.aux_loss_coeff: unknown key",
+                                    "did you mean 'aux_loss_coef'?"],
     # ---------------------------------------------------------------- extends
     "extends_missing.yaml": ["extends_missing.yaml:1", "extends: no spec named 'llama/llama-2-7bb'",
                              "did you mean 'llama-2-7b'"],

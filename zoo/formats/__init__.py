@@ -19,7 +19,7 @@ import torch
 
 from ..checkpoint import CANONICAL, SPEC_FILE, CheckpointError, read_document
 from ..compiler.schema import ModelSpec
-from .keymap import Format, Plan, Rule, bind, format_names, get_format, parse_format, plan_for
+from .keymap import Format, Plan, Rule, bind, format_names, get_format, matching_layout, parse_format, plan_for
 from .transforms import FormatError
 
 __all__ = ["Checkpoint", "Format", "FormatError", "Plan", "bind", "canonical_format", "detect", "format_names",
@@ -148,7 +148,11 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
         if _shape_facts(base_spec) != _shape_facts(from_cfg):
             warnings.warn(f"{folder}/config.json disagrees with the spec of {base_spec.name}; using the spec "
                           f"(config.json: {_shape_facts(from_cfg)}, spec: {_shape_facts(base_spec)})", stacklevel=3)
-    return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder), folder)
+    source = SafetensorsSource(folder)
+    layout = _layout(kind, base_spec)
+    if get_format(layout).alternatives:  # e.g. Mixtral's per-expert or transformers 5's fused experts
+        layout = matching_layout(layout, spec, set(source.shapes()))
+    return Checkpoint(folder, kind, spec, layout, source, folder)
 
 
 def _layout(detected: str, base_spec: ModelSpec | None) -> str:

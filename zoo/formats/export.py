@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checkpoint import CANONICAL, atomic_folder, parse_size
 from ..compiler.schema import ModelSpec
-from ..hf_config import ARCHITECTURES, generation_config, hf_unsupported, to_hf_config
+from ..hf_config import ARCHITECTURES, generation_config, hf_format, hf_unsupported, to_hf_config
 from . import format_for
 from .keymap import Plan, bind
 
@@ -26,7 +26,8 @@ def default_layout(spec: ModelSpec) -> str:
     if hf_unsupported(spec) is not None:
         return CANONICAL
     fmt = spec.weights.format if spec.weights else None
-    return fmt if fmt in ARCHITECTURES else "hf-llama"
+    own = hf_format(spec)  # hf-llama, or hf-mixtral for MoE specs
+    return fmt if fmt in ARCHITECTURES and ARCHITECTURES[fmt] == ARCHITECTURES[own] else own
 
 
 def _plan(model: nn.Module, layout: str) -> tuple[Plan, dict[str, torch.Tensor]]:

@@ -17,6 +17,12 @@ named transforms (transforms.py) turn one into the other, written in the import 
         external: ["layers.{i}.qkv.weight"]
         transforms: [{split: {dim: 0, sizes: [q_out, kv_out, kv_out]}}]
 
+In external names, `{e}` is the expert index of an MoE layer: a name holding it stands for
+one tensor per expert, in order (`experts.{e}.w1.weight` -> experts.0.w1.weight, …), to be
+`stack`ed into the zoo's stacked expert weights. `alternatives:` names other formats that hold
+the same model under other names (transformers 5's fused experts); loading picks the first
+whose tensor names the checkpoint has (`matching_layout`).
+
 A format may `extends:` another (its keys win) and add `stacks`: further canonical block stacks
 (multi-token heads) mapped by rewriting every per-layer rule's `blocks.{i}` / `layer_prefix`:
 
@@ -89,6 +95,7 @@ class Format:
     source: str = "<format>"
     stacks: tuple[Stack, ...] = ()
     layer_prefix: str = "layers.{i}"
+    alternatives: tuple[str, ...] = ()  # other layouts of the same models (not inherited)
 
     def ignored(self, external_name: str) -> bool:
         return any(re.fullmatch(_glob(p), external_name) for p in self.ignore)
@@ -135,7 +142,8 @@ def parse_format(data: Any, source: str = "<format>", parent: Format | None = No
     with a parent, the parent's rules come first and the child's replace those they rename."""
     if not isinstance(data, dict):
         raise FormatError(f"{source}: a format file is a mapping")
-    extra = set(data) - {"name", "storage", "description", "ignore", "keys", "groups", "stacks", "layer_prefix"}
+    extra = set(data) - {"name", "storage", "description", "ignore", "keys", "groups", "stacks", "layer_prefix",
+                         "alternatives"}
     if extra:
         raise FormatError(f"{source}: unknown keys {sorted(extra)}")
     stacks = []
@@ -171,7 +179,8 @@ def parse_format(data: Any, source: str = "<format>", parent: Format | None = No
         ignore = tuple(data.get("ignore") or ())
     prefix = str(data.get("layer_prefix", parent.layer_prefix if parent else "layers.{i}"))
     return Format(str(data.get("name", Path(source).stem)), storage, tuple(rules), ignore,
-                  str(data.get("description", "")), source, tuple(stacks), prefix)
+                  str(data.get("description", "")), source, tuple(stacks), prefix,
+                  tuple(str(a) for a in data.get("alternatives") or ()))
 
 
 def layer_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
@@ -182,7 +191,7 @@ def layer_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
     assert att.head_dim is not None and att.n_kv_heads is not None
     return {"layer": layer, "dim": a.dim, "vocab": a.vocab_size, "n_heads": att.n_heads, "n_kv_heads": att.n_kv_heads,
             "head_dim": att.head_dim, "q_out": att.n_heads * att.head_dim, "kv_out": att.n_kv_heads * att.head_dim,
-            "hidden": blk.ffn.hidden_dim or 0}
+            "hidden": blk.ffn.hidden_dim or 0, "n_experts": getattr(blk.ffn, "n_experts", 0)}
 
 
 @dataclass
@@ -244,6 +253,14 @@ def _expand(pattern: str, i: int | None) -> str:
     return pattern if i is None else pattern.replace("{i}", str(i))
 
 
+def _per_expert(names: Sequence[str], n_experts: int) -> list[str]:
+    """Each name holding {e} -> one name per expert, in order."""
+    out: list[str] = []
+    for n in names:
+        out += [n.replace("{e}", str(e)) for e in range(n_experts)] if "{e}" in n else [n]
+    return out
+
+
 def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]]) -> Plan:
     """Bind `fmt` to a model whose parameters are `canonical_shapes` (canonical name -> sizes)."""
     n_layers = spec.arch.n_layers
@@ -251,9 +268,10 @@ def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int,
     bindings, owner, seen_ext = [], {}, set()
     for rule in fmt.rules:
         names = rule.canonical + rule.external
-        bad = {m for n in names for m in _PLACEHOLDER.findall(n)} - {"i"}
-        if bad:
-            raise FormatError(f"{fmt.source}: {names[0]}: unknown placeholder(s) {sorted(bad)}; only {{i}} (layer)")
+        bad = {m for n in names for m in _PLACEHOLDER.findall(n)} - {"i", "e"}
+        if bad or any("{e}" in n for n in rule.canonical):
+            raise FormatError(f"{fmt.source}: {names[0]}: unknown placeholder(s) {sorted(bad or {'e'})}; only {{i}} "
+                              "(layer) and, in external names, {e} (expert)")
         per_layer = any("{i}" in n for n in names)
         for i in (range(n_layers) if per_layer else [None]):
             canon = [_expand(c, i) for c in rule.canonical]
@@ -264,7 +282,7 @@ def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int,
             if not all(present):
                 raise FormatError(f"{where}: the model has only some of {canon}")
             chain = Chain([build(s, sizes[i if i is not None else 0], where) for s in rule.transforms])
-            ext = [_expand(e, i) for e in rule.external]
+            ext = _per_expert([_expand(e, i) for e in rule.external], sizes[i if i is not None else 0]["n_experts"])
             for c in canon:
                 if c in owner:
                     raise FormatError(f"{where}: {c} is also mapped by the rule for {owner[c]}")
@@ -302,7 +320,8 @@ def _stack_bindings(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str,
                 lp = fmt.layer_prefix
                 if not all(e.startswith(lp) for e in rule.external):
                     raise FormatError(f"{fmt.source}: {rule.external[0]} does not start with layer_prefix {lp!r}")
-                ext = [ext_prefix + e[len(lp):] for e in rule.external]
+                ext = _per_expert([ext_prefix + e[len(lp):] for e in rule.external],
+                                  layer_sizes(spec, trunk + j)["n_experts"])
                 where = f"{fmt.source}: {canon[0]}"
                 chain = Chain([build(s, layer_sizes(spec, trunk + j), where) for s in rule.transforms])
                 for c in canon:
@@ -320,3 +339,14 @@ def plan_for(fmt: Format | str, spec: ModelSpec) -> Plan:
 
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     return bind(fmt, spec, {n: p.sizes for n, p in build_ir(spec).parameters()})
+
+
+def matching_layout(name: str, spec: ModelSpec, names: set[str]) -> str:
+    """`name`, or the first of its alternatives whose every tensor `names` holds (so a folder
+    in another layout of the same model loads); `name` when none fits, so that the key check
+    reports against the main layout."""
+    fmt = get_format(name)
+    for candidate in (name, *fmt.alternatives):
+        if set(plan_for(candidate, spec).external_shapes()) <= names:
+            return candidate
+    return name
