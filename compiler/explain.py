@@ -28,6 +28,8 @@ def render_accounting(acc: "Accounting") -> list[str]:
     for part, n in acc.params_by_part.items():
         if n:
             lines.append(f"  {part:<14} {n:,}")
+    if acc.active_params and acc.active_params != acc.params:
+        lines.append(f"active/token     {acc.active_params:,} ({human(acc.active_params)}; experts left out by the router)")
     lines.append(f"weights          {human_bytes(acc.weight_bytes['bfloat16'])} bf16, "
                  f"{human_bytes(acc.weight_bytes['float32'])} fp32")
     lines.append(f"KV cache         {human_bytes(acc.kv_cache_bytes(1))}/token bf16, "

@@ -210,7 +210,7 @@ def _resolve_extends(data: Any, origins: Origins, source: str, resolver: SpecRes
     parent_ref = data.pop("extends", None)
     ext_loc = origins.pop(("extends",), None)
     if parent_ref is None:
-        return RawSpec(data, origins, source, [source])
+        return _expand_components(RawSpec(data, origins, source, [source]), resolver, seen, base)
     if not isinstance(parent_ref, str):
         raise SpecError(Problem("extends", "must be a spec name or path", ext_loc, expected="a string"), source=source)
     parent_path = resolver.find(parent_ref, base)
@@ -225,8 +225,47 @@ def _resolve_extends(data: Any, origins: Origins, source: str, resolver: SpecRes
         parent.data.pop(k, None)
         parent.origins.pop((k,), None)
     merged = _deep_merge(parent.data, data)
-    return RawSpec(merged, _merge_origins(parent.origins, parent.data, origins, data), source,
-                   [source] + parent.chain)
+    return _expand_components(RawSpec(merged, _merge_origins(parent.origins, parent.data, origins, data), source,
+                                      [source] + parent.chain), resolver, seen, base)
+
+
+def _expand_components(raw: RawSpec, resolver: SpecResolver, seen: tuple[str, ...], base: Path | None) -> RawSpec:
+    """`extends: NAME` in a component directly under `arch` (a vision-language model's
+    `arch.text`) starts that component from model NAME's `arch`, resolved with its own chain;
+    the component's other keys win (deep merge). Origins keep pointing at NAME's file."""
+    arch = raw.data.get("arch")
+    if not isinstance(arch, dict):
+        return raw
+    for key, comp in list(arch.items()):
+        if not (isinstance(comp, dict) and "extends" in comp):
+            continue
+        at = ("arch", str(key))
+        comp = dict(comp)
+        ref = comp.pop("extends")
+        loc = raw.origins.pop(at + ("extends",), None)
+        if not isinstance(ref, str):
+            raise SpecError(Problem(".".join(at + ("extends",)), "must be a spec name or path", loc,
+                                    expected="a string"), source=raw.source)
+        path = resolver.find(ref, base)
+        if path is None:
+            raise SpecError(Problem(".".join(at + ("extends",)), f"no spec named {ref!r}", loc,
+                                    suggestions=close_matches(Path(ref).name, resolver.index())), source=raw.source)
+        if str(path.resolve()) in seen:
+            cycle = " -> ".join(Path(f).name for f in (*seen, str(path.resolve())))
+            raise SpecError(Problem(".".join(at + ("extends",)), f"extends cycle: {cycle}", loc), source=raw.source)
+        other = load_raw(path, resolver, seen)
+        base_arch = other.data.get("arch")
+        if not isinstance(base_arch, dict):
+            raise SpecError(Problem(".".join(at + ("extends",)), f"spec {ref!r} has no arch to start from", loc),
+                            source=raw.source)
+        moved = {at + p[1:]: where for p, where in other.origins.items() if p[:1] == ("arch",) and len(p) > 1}
+        mine = {p: where for p, where in raw.origins.items() if p[:2] == at}
+        merged_origins = _merge_origins(moved, {"arch": {key: base_arch}}, mine, {"arch": {key: comp}})
+        raw.origins = {p: where for p, where in raw.origins.items() if p[:2] != at}
+        raw.origins.update(merged_origins)
+        raw.origins.setdefault(at, loc or Location(raw.source))
+        arch[key] = _deep_merge(base_arch, comp)
+    return raw
 
 
 def apply_overrides(raw: RawSpec, overrides: Iterable[str]) -> RawSpec:

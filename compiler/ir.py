@@ -100,8 +100,23 @@ def attention_node(path: str, blk: Block, dim: Dim) -> Node:
     return Node("attention", path, {"spec": a}, [], children)
 
 
+def moe_node(path: str, blk: Block, dim: Dim) -> Node:
+    """A router linear [experts, dim] and the experts' stacked weights: experts.gate and
+    experts.up [experts, hidden, dim] (no gate for gelu-mlp experts), experts.down [experts, dim, hidden]."""
+    f = blk.ffn
+    assert f.kind == "moe" and f.expert.hidden_dim is not None
+    n, hidden = Dim("experts", f.n_experts), Dim("hidden", f.expert.hidden_dim)
+    names = ("gate", "up") if f.expert.kind in ("swiglu", "geglu") else ("up",)
+    params = [Param(p, (n, hidden, dim)) for p in names] + [Param("down", (n, dim, hidden))]
+    experts = Node("experts", _join(path, "experts"), {"spec": f.expert, "n_experts": f.n_experts, "top_k": f.top_k},
+                   params)
+    return Node("moe", path, {"spec": f}, [], [linear(_join(path, "router"), dim, n, False), experts])
+
+
 def ffn_node(path: str, blk: Block, dim: Dim) -> Node:
     f = blk.ffn
+    if f.kind == "moe":
+        return moe_node(path, blk, dim)
     assert f.hidden_dim is not None
     hidden = Dim("hidden", f.hidden_dim)
     if f.kind in ("swiglu", "geglu"):
@@ -139,6 +154,11 @@ def decoder_ir(arch: Decoder) -> Node:
 
 def build_ir(spec: ModelSpec) -> Node:
     """The IR of a validated spec. Sizes only: nothing is allocated."""
-    root = decoder_ir(spec.arch)
+    if spec.arch.kind == "vision-language":
+        from .ir_vision import vision_language_ir
+
+        root = vision_language_ir(spec.arch)
+    else:
+        root = decoder_ir(spec.arch)
     root.attrs["model"] = spec.name
     return root

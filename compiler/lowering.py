@@ -10,7 +10,7 @@ import torch
 
 from ..runtime import backends as backend_registry
 from ..runtime.backends import Backend
-from ..runtime.config import AttentionConfig, BlockConfig, DecoderConfig, FFNConfig, NormConfig, RopeConfig
+from ..runtime.config import AttentionConfig, BlockConfig, DecoderConfig, FFNConfig, MoEConfig, NormConfig, RopeConfig
 from ..runtime.modules import CausalLM
 from ..runtime.modules.multi_token import MultiTokenLM
 from .ir import Node
@@ -61,6 +61,11 @@ def _collapse(paths: list[str]) -> str:
 
 def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
     """Each op of the IR, the kernel it runs on `backend`, and why."""
+    if ir.kind == "vision_language":  # the vision side's ops, then the decoder's as for any decoder
+        from .ir_vision import text_view
+        from .lowering_vision import vision_kernels
+
+        return vision_kernels(ir, backend) + select_kernels(text_view(ir), backend)
     groups: dict[tuple[str, str, str, str], list[str]] = {}
 
     def add(path: str, kind: str, kernel: str, why: str) -> None:
@@ -93,6 +98,10 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
             f = node.attrs["spec"]
             act = {"swiglu": "silu", "geglu": getattr(f, "activation", "gelu")}.get(f.kind, getattr(f, "activation", ""))
             add(node.path, f.kind, f"3 matmuls + {act}" if f.kind != "gelu-mlp" else f"2 matmuls + {act}", "torch linear")
+        elif node.kind == "moe":
+            f = node.attrs["spec"]
+            add(node.path, "moe", f"router + top-{f.top_k} of {f.n_experts} {f.expert.kind} experts, sparse dispatch",
+                "tokens grouped per expert, each expert runs only on its tokens, index_add back")
         elif node.kind == "linear" and node.path == "output":
             add(node.path, "output", "matmul, logits in float32", "untied output head")
     if ir.attrs["spec"].tie_embeddings:
@@ -113,16 +122,22 @@ def _rope(spec) -> RopeConfig | None:  # type: ignore[no-untyped-def]
     return RopeConfig(theta=spec.theta, scaling_factor=spec.scaling.factor if spec.scaling else None)
 
 
+def _dense_ffn(f) -> FFNConfig:  # type: ignore[no-untyped-def]
+    if f.kind == "swiglu":
+        return FFNConfig("gated", f.hidden_dim, "silu", f.bias)
+    if f.kind == "geglu":
+        return FFNConfig("gated", f.hidden_dim, f.activation, f.bias)
+    return FFNConfig("mlp", f.hidden_dim, f.activation, f.bias)
+
+
 def block_config(blk: Block) -> BlockConfig:
     a, f, n = blk.attention, blk.ffn, blk.norm
     assert a.head_dim is not None and a.n_kv_heads is not None and f.hidden_dim is not None
     attn = AttentionConfig(a.n_heads, a.n_kv_heads, a.head_dim, a.qkv_bias, a.o_bias, a.sliding_window, _rope(a.rope))
-    if f.kind == "swiglu":
-        ffn = FFNConfig("gated", f.hidden_dim, "silu", f.bias)
-    elif f.kind == "geglu":
-        ffn = FFNConfig("gated", f.hidden_dim, f.activation, f.bias)
+    if f.kind == "moe":
+        ffn = MoEConfig(f.n_experts, f.top_k, _dense_ffn(f.expert), f.router.aux_loss_coef, f.router.normalize_top_k)
     else:
-        ffn = FFNConfig("mlp", f.hidden_dim, f.activation, f.bias)
+        ffn = _dense_ffn(f)
     norm = NormConfig(n.kind, n.eps, getattr(n, "bias", False))
     return BlockConfig(attn, ffn, norm)
 
@@ -138,6 +153,10 @@ def decoder_config(ir: Node) -> DecoderConfig:
 
 def lower(ir: Node, backend: Backend) -> CausalLM:
     """Runtime modules on the meta device: nothing is allocated until weights arrive."""
+    if ir.kind == "vision_language":
+        from .lowering_vision import lower_vision_language
+
+        return lower_vision_language(ir, backend)
     cfg = decoder_config(ir)
     with torch.device("meta"):
         model = (MultiTokenLM if cfg.head_blocks else CausalLM)(cfg, backend)

@@ -115,7 +115,48 @@ class GeluMLP(_FFNSize):
     bias: bool = True
 
 
-FFN = Annotated[Union[SwiGLU, GeGLU, GeluMLP], Field(discriminator="kind")]
+Expert = Annotated[Union[SwiGLU, GeGLU, GeluMLP], Field(discriminator="kind")]
+
+
+class Router(Strict):
+    """How a token picks its experts: softmax over the router's logits (float32), the top_k kept."""
+
+    aux_loss_coef: float = Field(0.01, ge=0.0, description="weight of the Switch load-balancing loss in loss()")
+    normalize_top_k: bool = Field(True, description="renormalize the kept probabilities to sum to 1 (Mixtral)")
+
+
+class MoE(Strict):
+    """Sparse mixture of experts (Mixtral, Branch-Train-MiX): sum over the top_k experts the
+    router picks of g_i(x) * expert_i(x). Experts share one shape and are stored stacked."""
+
+    kind: Literal["moe"] = "moe"
+    n_experts: PositiveInt
+    top_k: PositiveInt = 2
+    expert: Expert = Field(description="the shape of every expert (an ffn without biases)")
+    router: Router = Field(default_factory=Router)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MoE":
+        if self.top_k > self.n_experts:
+            raise FieldError(("top_k",), f"top_k ({self.top_k}) must be at most n_experts ({self.n_experts})")
+        if self.expert.bias:
+            raise FieldError(("expert", "bias"), "stacked experts have no biases; set bias: false")
+        return self
+
+    @property
+    def hidden_dim(self) -> int | None:
+        """One expert's hidden size."""
+        return self.expert.hidden_dim
+
+    @property
+    def bias(self) -> bool:
+        return False
+
+    def sized(self, dim: int) -> "MoE":
+        return self.model_copy(update={"expert": self.expert.sized(dim)})
+
+
+FFN = Annotated[Union[SwiGLU, GeGLU, GeluMLP, MoE], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------- norms
@@ -246,7 +287,10 @@ def complete_attention(attn: Attention, dim: int) -> Attention:
     return attn.model_copy(update={"head_dim": head_dim, "n_kv_heads": attn.n_kv_heads or attn.n_heads})
 
 
-Arch = Annotated[Union[Decoder], Field(discriminator="kind")]
+# vision-language kinds live beside (they compose the decoder defined above)
+from .schema_vision import MLPAdapter, Rope2D, VisionAttention, VisionEncoder, VisionLanguage  # noqa: E402, F401
+
+Arch = Annotated[Union[Decoder, VisionLanguage], Field(discriminator="kind")]
 
 
 # ---------------------------------------------------------------------------------- metadata
@@ -333,6 +377,9 @@ def json_schema(resolved: bool = False) -> dict[str, Any]:
         schema = _as_file_schema(schema)
         schema["properties"]["extends"] = {"type": "string", "description": "parent spec name or path"}
         schema["properties"]["abstract"] = {"type": "boolean", "description": "a family file, not a loadable model"}
+        # `arch.text: {extends: NAME}`: a vision-language model's decoder is model NAME's arch (frontend)
+        schema["$defs"]["Decoder"]["properties"]["extends"] = {"type": "string",
+                                                               "description": "start from model NAME's arch"}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "zoo model spec" + ("" if not resolved else " (resolved)")
     return schema

@@ -31,6 +31,22 @@ class FFNConfig:
 
 
 @dataclass(frozen=True)
+class MoEConfig:
+    """Sparse mixture of experts: a router and n_experts FFNs of one shape, top_k per token."""
+
+    n_experts: int
+    top_k: int
+    expert: FFNConfig  # bias-free
+    aux_loss_coef: float = 0.01
+    normalize_top_k: bool = True
+    kind: str = "moe"
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.expert.hidden_dim
+
+
+@dataclass(frozen=True)
 class NormConfig:
     kind: str  # "rmsnorm" | "layernorm"
     eps: float = 1e-5
@@ -40,7 +56,7 @@ class NormConfig:
 @dataclass(frozen=True)
 class BlockConfig:
     attention: AttentionConfig
-    ffn: FFNConfig
+    ffn: FFNConfig | MoEConfig
     norm: NormConfig
 
 
@@ -58,3 +74,39 @@ class DecoderConfig:
     @property
     def n_layers(self) -> int:
         return len(self.blocks) + len(self.head_blocks)
+
+
+@dataclass(frozen=True)
+class VisionEncoderConfig:
+    """Patch Conv2d → ln_pre → bidirectional blocks with 2-D RoPE over a grid of at most
+    max_grid x max_grid patches."""
+
+    dim: int
+    patch_size: int
+    max_grid: int
+    blocks: tuple[BlockConfig, ...]
+    norm: NormConfig  # ln_pre
+    rope_theta: float = 10000.0
+    channels: int = 3
+    patch_bias: bool = False
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """w_out(act(w_in x)): vision width → hidden → text width."""
+
+    in_dim: int
+    hidden_dim: int
+    out_dim: int
+    activation: str = "gelu"
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class VisionLanguageConfig:
+    vision: VisionEncoderConfig
+    adapter: AdapterConfig
+    text: DecoderConfig
+    image_token_id: int
+    image_break_id: int | None = None
+    image_end_id: int | None = None

@@ -38,8 +38,9 @@ def as_prompt_list(prompts: torch.Tensor | Sequence[Sequence[int]] | Sequence[in
 def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32, *,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              stop_tokens: Iterable[int] = (), pad_id: int = 0, seed: int | None = None,
-             generator: torch.Generator | None = None) -> list[list[int]]:
-    """New tokens for each prompt (a stop token, when hit, ends its row and is included)."""
+             generator: torch.Generator | None = None, prefill_kwargs: dict | None = None) -> list[list[int]]:
+    """New tokens for each prompt (a stop token, when hit, ends its row and is included).
+    `prefill_kwargs` go to the prompt's forward only (a vision-language model's `images`)."""
     from .sampling import sample
 
     rows = as_prompt_list(prompts)
@@ -55,7 +56,7 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
     out: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
     step_end = getattr(getattr(model, "backend", None), "step_end", lambda: None)
-    logits = model(tokens, attention_mask=mask, cache=cache)[:, -1]
+    logits = model(tokens, attention_mask=mask, cache=cache, **(prefill_kwargs or {}))[:, -1]
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_k, top_p, generator)
         step_end()

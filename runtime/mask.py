@@ -61,3 +61,11 @@ class AttentionLayout:
             allowed = allowed | (k == q)[None]
             self._dense[key] = allowed[:, None]
         return self._dense[key]
+
+
+def block_diagonal_mask(seqlens: list[int] | tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
+    """(T, T) boolean mask, T = sum(seqlens): True where query and key lie in the same block
+    (bidirectional within a block). For several images packed into one vision sequence."""
+    ids = torch.repeat_interleave(torch.arange(len(seqlens), device=device),
+                                  torch.as_tensor(list(seqlens), device=device))
+    return ids[:, None] == ids[None, :]

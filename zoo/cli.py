@@ -60,6 +60,13 @@ def _show_resolved(name: str, overrides: Sequence[str]) -> None:
         print(f"{'.'.join(path)}: {json.dumps(value)}  # {src}")
 
 
+def _ffn_text(ffn: Any) -> str:
+    """swiglu 11008; moe 8x swiglu 14336, top-2."""
+    if ffn.kind == "moe":
+        return f"moe {ffn.n_experts}x {ffn.expert.kind} {ffn.hidden_dim}, top-{ffn.top_k}"
+    return f"{ffn.kind} {ffn.hidden_dim}"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from . import api
     from .compiler.explain import render_accounting
@@ -76,13 +83,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"fingerprint      {s.fingerprint()}")
     print(f"shape            dim {a.dim}, {a.n_layers} layers, {blk.attention.n_heads} heads, "
           f"{blk.attention.n_kv_heads} kv heads, head_dim {blk.attention.head_dim}, "
-          f"{blk.ffn.kind} {blk.ffn.hidden_dim}, {blk.norm.kind} eps {blk.norm.eps:g}")
+          f"{_ffn_text(blk.ffn)}, {blk.norm.kind} eps {blk.norm.eps:g}")
     rope = blk.attention.rope
     print(f"positions        " + (f"RoPE theta {rope.theta:g}" + (f", linear x{rope.scaling.factor:g}" if rope.scaling else "")
                                   if rope else "none") + f"; context {a.max_seq_len:,}; vocab {a.vocab_size:,}")
     if a.heads.kind == "multi_token":
         n = a.heads.n_future
         print(f"heads            {n} future-token heads (trunk {a.n_layers - n} blocks + {n} head blocks)")
+    if a.kind == "vision-language":
+        for line in _vision_lines(a, c.accounting):
+            print(line)
     for line in render_accounting(c.accounting):
         print(line)
     if s.published and s.published.params:
@@ -93,6 +103,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     if s.weights:
         print(f"weights          {s.weights.repo}@{s.weights.revision} ({s.weights.format})")
     return 0
+
+
+def _vision_lines(a: Any, acc: Any) -> list[str]:
+    """A vision-language model's image side, and its parameters split by part."""
+    from .compiler.passes.accounting_vision import text_params
+
+    v, blk = a.vision, a.vision.block()
+    tokens = f"[IMG] {a.image_token_id}" + (f", [IMG_BREAK] {a.image_break_id}" if a.image_break_id is not None else "")
+    tokens += f", [IMG_END] {a.image_end_id}" if a.image_end_id is not None else ""
+    by = acc.params_by_part
+    return [
+        f"vision           dim {v.dim}, {v.n_layers} layers, {blk.attention.n_heads} heads, head_dim "
+        f"{blk.attention.head_dim}, {blk.ffn.kind} {blk.ffn.hidden_dim}, patch {v.patch_size}, 2-D RoPE theta "
+        f"{v.attention.rope.theta:g} over {v.grid}x{v.grid} patches (images up to {v.image_size}px)",
+        f"adapter          {v.dim} -> {a.adapter_hidden_dim} -> {a.dim}, {a.adapter.activation}"
+        + (", biases" if a.adapter.bias else ""),
+        f"image tokens     {tokens}",
+        f"parts            vision {by['vision']:,} + adapter {by['adapter']:,} + text {text_params(acc):,}",
+    ]
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

@@ -17,18 +17,26 @@ class Accounting:
     context: int
     kv_bytes_per_token: int  # per dtype byte, i.e. multiply by dtype size
     weight_bytes: dict[str, int]
+    # parameters one token runs through: all but the experts its router leaves out (= params
+    # for dense models; Mixtral-8x7B: 12.9B of 46.7B)
+    active_params: int = 0
 
     def kv_cache_bytes(self, tokens: int, dtype: str = "bfloat16") -> int:
         return self.kv_bytes_per_token * DTYPE_BYTES[dtype] * tokens
 
 
 def account(ir: Node, context: int | None = None) -> Accounting:
+    if ir.kind == "vision_language":
+        from .accounting_vision import account_vision_language
+
+        return account_vision_language(ir, context)
     arch = ir.attrs["spec"]
     ctx = context or arch.max_seq_len
     by_part: dict[str, int] = {"embedding": 0, "attention": 0, "ffn": 0, "norm": 0, "output": 0}
     matmul = 0
     attn_flops = 0
     kv_elems = 0
+    inactive = 0
     for node in ir.walk():
         n = sum(p.numel for p in node.params)
         if node.kind == "embedding":
@@ -39,6 +47,11 @@ def account(ir: Node, context: int | None = None) -> Accounting:
             part = "output" if node.path == "output" else ("attention" if ".attn." in node.path else "ffn")
             by_part[part] += n
             matmul += node.params[0].numel
+        elif node.kind == "experts":
+            e, k = node.attrs["n_experts"], node.attrs["top_k"]
+            by_part["ffn"] += n
+            matmul += n // e * k  # each token runs top_k of the n_experts experts
+            inactive += n // e * (e - k)
         elif node.kind == "attention":
             a = node.attrs["spec"]
             window = min(ctx, a.sliding_window or ctx)
@@ -49,4 +62,4 @@ def account(ir: Node, context: int | None = None) -> Accounting:
         matmul += arch.vocab_size * arch.dim
     total = sum(by_part.values())
     weight_bytes = {k: total * v for k, v in DTYPE_BYTES.items() if k in ("float32", "bfloat16", "int8")}
-    return Accounting(total, by_part, 2 * matmul + attn_flops, ctx, kv_elems, weight_bytes)
+    return Accounting(total, by_part, 2 * matmul + attn_flops, ctx, kv_elems, weight_bytes, total - inactive)

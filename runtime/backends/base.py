@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from ..mask import AttentionLayout
+from ..mask import AttentionLayout, block_diagonal_mask
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,24 @@ class Backend:
                   window: int | None, scale: float) -> torch.Tensor:
         """q (B, H, T, D); k, v (B, Hkv, S, D) → (B, H, T, D)."""
         raise NotImplementedError
+
+    def block_diagonal_kernel(self) -> str:
+        """Name of the kernel `block_diagonal_attention` uses, for `--explain`."""
+        return "matmul + softmax (float32) + matmul, dense block-diagonal boolean mask"
+
+    def block_diagonal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqlens: Sequence[int],
+                                 scale: float) -> torch.Tensor:
+        """Bidirectional attention within the blocks of one packed row: q (1, H, T, D), k, v
+        (1, Hkv, T, D), T = sum(seqlens); a query sees exactly the keys of its own block (the
+        patches of several images in one vision forward). This default is the plain math with
+        a dense (T, T) mask, so every backend runs it; backends with a structured kernel override."""
+        rep = q.shape[1] // k.shape[1]
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        scores = scores.masked_fill(~block_diagonal_mask(seqlens, q.device), float("-inf"))
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        return torch.matmul(probs, v)
 
 
 class BackendUnavailable(RuntimeError):

@@ -25,3 +25,5 @@ class EagerBackend(Backend):
         scores = scores.masked_fill(~mask, float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         return torch.matmul(probs, v)
+
+    # block_diagonal_attention: Backend's default (the same math, dense block-diagonal mask)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
-from ..mask import AttentionLayout
+from ..mask import AttentionLayout, block_diagonal_mask
 from .base import Backend
 
 
@@ -24,4 +26,15 @@ class SDPABackend(Backend):
             if layout.decode_unmasked:
                 return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
         mask = layout.dense(window, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+    def block_diagonal_kernel(self) -> str:
+        return "torch sdpa with a dense block-diagonal boolean mask"
+
+    def block_diagonal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqlens: Sequence[int],
+                                 scale: float) -> torch.Tensor:
+        gqa = q.shape[1] != k.shape[1]
+        if len(seqlens) == 1:  # one block: no mask at all
+            return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
+        mask = block_diagonal_mask(seqlens, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)

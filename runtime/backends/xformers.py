@@ -4,6 +4,8 @@ causal for packed variable-length sequences, a dense bias only where padding for
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ..mask import AttentionLayout
@@ -81,3 +83,18 @@ class XFormersBackend(Backend):
             qx, kx, vx = (x.reshape(1, -1, *x.shape[2:]) for x in (qx, kx, vx))
         out = memory_efficient_attention(qx, kx, vx, attn_bias=self._bias(layout, window, q, bias_shape), scale=scale)
         return out.reshape(b, t, h, d).transpose(1, 2)
+
+    def block_diagonal_kernel(self) -> str:
+        return "xformers memory_efficient_attention (BlockDiagonalMask over the packed images)"
+
+    def block_diagonal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqlens: Sequence[int],
+                                 scale: float) -> torch.Tensor:
+        from xformers.ops import fmha, memory_efficient_attention
+
+        rep = q.shape[1] // k.shape[1]
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        bias = fmha.attn_bias.BlockDiagonalMask.from_seqlens([int(n) for n in seqlens])
+        out = memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias,
+                                         scale=scale)  # (1, T, H, D)
+        return out.transpose(1, 2)

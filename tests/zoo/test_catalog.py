@@ -308,9 +308,11 @@ def test_pixtral_composes_vision_encoder_adapter_and_the_nemo_decoder() -> None:
     assert a.text == zoo.spec("mistral-nemo-12b").arch  # the decoder spec, reused whole
     v = a.vision
     blk = v.block()
-    assert (v.dim, v.n_layers, blk.attention.n_heads, blk.attention.head_dim, blk.ffn.hidden_dim) == (1024, 24, 16, 64, 4096)
+    got = (v.dim, v.n_layers, blk.attention.n_heads, blk.attention.head_dim, blk.ffn.hidden_dim)
+    assert got == (1024, 24, 16, 64, 4096)
     assert blk.ffn.kind == "swiglu" and v.norm.kind == "rmsnorm" and v.norm.eps == 1e-5 and not v.patch_bias
-    assert (v.patch_size, v.image_size, v.grid, v.attention.rope.kind, v.attention.rope.theta) == (16, 1024, 64, "rope-2d", 1e4)
+    got = (v.patch_size, v.image_size, v.grid, v.attention.rope.kind, v.attention.rope.theta)
+    assert got == (16, 1024, 64, "rope-2d", 1e4)
     assert (a.adapter_hidden_dim, a.adapter.activation, a.adapter.bias) == (5120, "gelu", True)
     assert (a.image_token_id, a.image_break_id, a.image_end_id) == (10, 12, 13)
     assert s.weights.repo == "mistralai/Pixtral-12B-2409" and s.weights.format == "mistral"
