@@ -97,7 +97,7 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
         elif node.kind == "ffn":
             f = node.attrs["spec"]
             act = {"swiglu": "silu", "geglu": getattr(f, "activation", "gelu")}.get(f.kind, getattr(f, "activation", ""))
-            add(node.path, f.kind, f"3 matmuls + {act}" if f.kind != "gelu-mlp" else f"2 matmuls + {act}", "torch linear")
+            add(node.path, f.kind, f"3 matmuls + {act}" if f.kind != "gelu-mlp" else f"2 matmuls + {act}", "matmuls: the linear kernel below")
         elif node.kind == "moe":
             f = node.attrs["spec"]
             add(node.path, "moe", f"router + top-{f.top_k} of {f.n_experts} {f.expert.kind} experts, sparse dispatch",
@@ -106,6 +106,8 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
             add(node.path, "output", "matmul, logits in float32", "untied output head")
     if ir.attrs["spec"].tie_embeddings:
         add("output", "output", "matmul with embed.weight, logits in float32", "tied embeddings")
+    _, linear = backend.linear_kernel()
+    add("*", "linear", linear, "every projection (q/k/v/o, ffn, output)")
     out = []
     for (_, kind, kernel, why), paths in groups.items():
         plain = [p for p in paths if not _INDEXED.match(p)]
@@ -156,7 +158,9 @@ def lower(ir: Node, backend: Backend) -> CausalLM:
     if ir.kind == "vision_language":
         from .lowering_vision import lower_vision_language
 
-        return lower_vision_language(ir, backend)
+        model = lower_vision_language(ir, backend)
+        model.set_backend(backend)  # binds the backend's kernels on every module
+        return model
     cfg = decoder_config(ir)
     with torch.device("meta"):
         model = (MultiTokenLM if cfg.head_blocks else CausalLM)(cfg, backend)
@@ -164,4 +168,5 @@ def lower(ir: Node, backend: Backend) -> CausalLM:
     got = dict(model.named_parameters())
     if set(expected) != set(got):  # the IR's canonical names are the runtime's keys, by construction
         raise AssertionError(f"lowering mismatch: {sorted(set(expected) ^ set(got))[:5]}")
+    model.set_backend(backend)  # binds the backend's kernels on every module
     return model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -40,6 +40,11 @@ class Backend:
         """q (B, H, T, D); k, v (B, Hkv, S, D) → (B, H, T, D)."""
         raise NotImplementedError
 
+    def linear_kernel(self) -> tuple[Any, str]:
+        """A stand-in for F.linear (x, weight, bias) → y or None to decline the call, and its
+        name for `--explain`. The default: none, torch's linear everywhere."""
+        return None, "torch linear"
+
     def block_diagonal_kernel(self) -> str:
         """Name of the kernel `block_diagonal_attention` uses, for `--explain`."""
         return "matmul + softmax (float32) + matmul, dense block-diagonal boolean mask"
@@ -57,6 +62,17 @@ class Backend:
         scores = scores.masked_fill(~block_diagonal_mask(seqlens, q.device), float("-inf"))
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         return torch.matmul(probs, v)
+
+
+def bind_linear(model: Any, backend: Backend) -> Any:
+    """Give every Linear of `model` the backend's linear kernel; returns that kernel (or None)."""
+    from ..modules.layers import Linear
+
+    fn, _ = backend.linear_kernel()
+    for mod in model.modules():
+        if isinstance(mod, Linear):
+            mod.kernel = fn
+    return fn
 
 
 class BackendUnavailable(RuntimeError):

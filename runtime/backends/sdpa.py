@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,14 @@ class SDPABackend(Backend):
 
     def attention_kernel(self, layout_hint: str = "causal") -> str:
         return "torch sdpa (is_causal fast path; boolean mask for padding, windows, packing)"
+
+    def linear_kernel(self) -> tuple[Any, str]:
+        from ..kernels import precheck, small_linear
+
+        ok, why = precheck()
+        if ok:
+            return small_linear, "zoo small-GEMM (native AVX2, float32 CPU, 1-8 rows: decode steps); torch linear otherwise"
+        return None, f"torch linear (zoo small-GEMM unavailable: {why})"
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout,
                   window: int | None, scale: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 
 from .layers import Embedding, Linear
 
-from ..backends.base import Backend
+from ..backends.base import Backend, bind_linear
 from ..config import BlockConfig, DecoderConfig
 from ..kv_cache import KVCache
 from ..mask import AttentionLayout
@@ -57,10 +57,13 @@ class CausalLM(nn.Module):
         self.output = None if cfg.tie_embeddings else Linear(cfg.dim, cfg.vocab_size, bias=False)
 
     # ------------------------------------------------------------------ setup
+    _linear: Any = None  # the backend's linear kernel, for the output projection
+
     def set_backend(self, backend: Backend) -> None:
         self.backend = backend
         for blk in self.attention_layers():
             blk.attn.backend = backend
+        self._linear = bind_linear(self, backend)
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
@@ -177,7 +180,8 @@ class CausalLM(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         w = self.embed.weight if self.output is None else self.output.weight
-        return F.linear(h, w).float()
+        y = self._linear(h, w, None) if self._linear is not None else None
+        return (F.linear(h, w) if y is None else y).float()
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,

@@ -1,0 +1,131 @@
+"""Native CPU kernels, compiled on first use with the machine's C compiler and loaded by ctypes.
+
+One kernel so far: `small_gemm.c`, the float32 linear layer of decode steps (1..8 rows), which
+runs at close to memory bandwidth where MKL's GEMV does not (docs/backends.md). The library is
+built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
+atomically, so concurrent processes never load a half-written file. Where it cannot be built
+(no compiler, no AVX2/FMA, a compile error) or ZOO_KERNELS=0, `small_linear` returns None and the
+caller uses torch; `small_gemm_status()` says which and why, for `--explain`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("small_gemm.c")
+FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+MAX_ROWS = 8
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_status: tuple[bool, str] | None = None
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+def _cpu_ok() -> tuple[bool, str]:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False, f"needs an x86-64 CPU, have {platform.machine()}"
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap not in ("AVX2", "AVX512"):
+        return False, f"needs AVX2+FMA, CPU capability is {cap}"
+    return True, cap
+
+
+def precheck() -> tuple[bool, str]:
+    """Whether the kernel can be used here, without building it."""
+    if os.environ.get("ZOO_KERNELS", "1") == "0":
+        return False, "disabled by ZOO_KERNELS=0"
+    ok, why = _cpu_ok()
+    if not ok:
+        return False, why
+    if _compiler() is None:
+        return False, "no C compiler (cc/gcc) to build it"
+    return True, why
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ZOO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "zoo")
+    return Path(root) / "kernels"
+
+
+def _build() -> ctypes.CDLL:
+    cc = _compiler()
+    assert cc is not None
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join([cc, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"small_gemm-{key}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-400:]}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    # torch has loaded its libgomp.so.1 already: the library's NEEDED entry resolves to it, so
+    # its OpenMP threads are torch's own pool (torch.set_num_threads applies)
+    lib = ctypes.CDLL(str(target))
+    lib.zoo_small_gemm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+    lib.zoo_small_gemm.restype = ctypes.c_int
+    return lib
+
+
+def small_gemm_status() -> tuple[bool, str]:
+    """(usable, why): builds the library on the first call."""
+    global _lib, _status
+    if _status is None:
+        with _lock:
+            if _status is None:
+                ok, why = precheck()
+                if ok:
+                    try:
+                        _lib = _build()
+                        why = f"built for {why}"
+                    except (OSError, RuntimeError) as e:
+                        ok, why = False, f"could not build: {e}"
+                _status = (ok, why)
+    return _status
+
+
+def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """x @ weight.T (+ bias) with the native kernel, or None when it does not apply: not
+    float32 CPU tensors, more than MAX_ROWS rows, autograd wanted, or no kernel on this machine."""
+    if x.dtype is not torch.float32 or weight.dtype is not torch.float32 or x.device.type != "cpu" \
+            or weight.device.type != "cpu":
+        return None
+    k = x.shape[-1]
+    if k == 0 or x.numel() > MAX_ROWS * k or x.numel() == 0:
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return None
+    if not weight.is_contiguous() or weight.shape[1] != k:
+        return None
+    if _lib is None and not small_gemm_status()[0]:
+        return None
+    m = x.numel() // k
+    n = weight.shape[0]
+    x2 = x.reshape(m, k).contiguous()
+    y = torch.empty(*x.shape[:-1], n, dtype=torch.float32)
+    if _lib.zoo_small_gemm(x2.data_ptr(), weight.data_ptr(), y.data_ptr(), m, n, k) != 0:  # type: ignore[union-attr]
+        return None
+    if bias is not None:
+        y += bias
+    return y
