@@ -145,6 +145,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model.eval()
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed)
+    if args.image:
+        if getattr(model, "vision", None) is None:
+            print(f"error: {args.model} has no vision encoder: --image needs a vision-language model "
+                  "(e.g. pixtral-12b)", file=sys.stderr)
+            return 2
+        if args.suffix is not None:
+            print("error: --suffix (infilling) and --image do not go together", file=sys.stderr)
+            return 2
+        print(model.generate_text(args.prompt, images=args.image, **kw))
+        return 0
     if args.suffix is not None:
         print(args.prompt + model.infill(args.prompt, args.suffix, **kw) + args.suffix)
     else:
@@ -200,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default=None)
     p.add_argument("--suffix", default=None, help="fill in the middle between the prompt and this suffix")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image for a vision-language model (repeatable; [IMG] in the prompt marks where each "
+                        "goes, else they come first)")
     _add_backend(p)
     p.set_defaults(func=cmd_generate)
 
@@ -219,7 +232,7 @@ def _extensions() -> list[Callable[[Any], None]]:
     import importlib
 
     out = []
-    for name in ("cli_weights", "cli_train"):
+    for name in ("cli_weights", "cli_train", "cli_btx"):
         try:
             out.append(importlib.import_module(f"{__package__}.{name}").register)
         except ModuleNotFoundError as e:
@@ -230,12 +243,14 @@ def _extensions() -> list[Callable[[Any], None]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .runtime.backends import BackendUnavailable
+    from .runtime.modules.vision import VisionInputError
     from .runtime.tokenizers import TokenizerError
+    from .runtime.vision.errors import ImageError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ZooError, BackendUnavailable, TokenizerError) as e:
+    except (ZooError, BackendUnavailable, TokenizerError, ImageError, VisionInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

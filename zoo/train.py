@@ -42,6 +42,7 @@ class StepStats:
     lr: float
     tokens: int  # target tokens this step trained on
     seconds: float
+    aux_loss: float | None = None  # MoE models: the raw load-balancing loss (mean over micro-batches)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.history: list[StepStats] = []
+        self.last_aux_loss: float | None = None  # MoE: last step's raw load-balancing loss
         self._names: dict[int, str] = {}  # optimizer index -> parameter name, set with the optimizer
         self.optimizer = self._build_optimizer()
 
@@ -119,6 +121,7 @@ class Trainer:
         backward and cannot be scaled beforehand; both schedules then share one code path."""
         self.model.train()
         total = torch.zeros((), device=self.device)  # summed on the device: one host sync per step
+        aux_total: torch.Tensor | None = None  # MoE: the raw load-balancing loss CausalLM.loss leaves
         for _ in range(self.config.accum_steps):
             batch = self._to_device(self.data.next_batch())
             with self.autocast():
@@ -129,6 +132,10 @@ class Trainer:
             if not self.config.memory_efficient:
                 loss.backward()
             total += loss.detach().float()
+            aux = getattr(self.model, "last_aux_loss", None)
+            if aux is not None:
+                aux_total = aux.float() if aux_total is None else aux_total + aux.float()
+        self.last_aux_loss = None if aux_total is None else float(aux_total) / self.config.accum_steps
         if self.config.accum_steps > 1:
             for _, p in self._trainable():
                 if p.grad is not None:
@@ -161,7 +168,8 @@ class Trainer:
         norm = self.clip_gradients()
         lr = self.apply_update()
         self.tokens_seen += self.tokens_per_step
-        stats = StepStats(self.step, loss, norm, lr, self.tokens_per_step, time.perf_counter() - t0)
+        stats = StepStats(self.step, loss, norm, lr, self.tokens_per_step, time.perf_counter() - t0,
+                          self.last_aux_loss)
         self.history.append(stats)
         return stats
 
@@ -188,6 +196,8 @@ class Trainer:
                               + (f" (heads {', '.join(f'{h:.3f}' for h in ev.head_losses)})"
                                  if len(ev.head_losses) > 1 else ""))
                 if record or (c.log_every and self.step % c.log_every == 0):
+                    if s.aux_loss is not None:
+                        record["aux_loss"] = s.aux_loss
                     self._log({"step": self.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr,
                                "tokens_seen": self.tokens_seen, "tok_s": s.tokens / s.seconds, **record})
                 if self.out is not None and c.checkpoint_every and self.step % c.checkpoint_every == 0:

@@ -1,0 +1,91 @@
+"""`zoo btx`: Branch-Train-MiX from the command line (docs/btx.md).
+
+    zoo btx branch runs/seed -n 3 ./experts          # experts/expert-0..2: copies of the seed
+    zoo train experts/expert-0 --data code.bin --steps 2000 --out runs/expert-0   # one per domain
+    zoo btx mix runs/expert-* --out ./btx --top-k 2  # FFNs -> MoE experts, the rest averaged
+    zoo train ./btx --data mix.bin --steps 1000 --out runs/btx-ft                 # MoE finetune
+    zoo btx mix runs/expert-* --out ./btm --mode btm               # Branch-Train-Merge (average)
+    zoo btx mix runs/seed --out ./up --mode upcycle --n-experts 4  # sparse upcycling
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def cmd_branch(args: argparse.Namespace) -> int:
+    from .btx import branch
+
+    paths = branch(args.seed, args.n, args.out, prefix=args.prefix, overwrite=args.overwrite,
+                   progress=False if args.no_progress else None, revision=args.revision, token=args.token)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        from .btx import MergeError
+
+        raise MergeError(f"--weights {text!r}: expected numbers separated by commas, e.g. 0.5,0.25,0.25") from None
+
+
+def cmd_mix(args: argparse.Namespace) -> int:
+    from .btx import mix
+    from .cli import _ffn_text
+
+    model = mix(args.sources, mode=args.mode, top_k=args.top_k, n_experts=args.n_experts,
+                weights=_floats(args.weights), aux_loss_coef=args.aux_loss_coef, router_init=args.router_init,
+                router_std=args.router_std, seed=args.seed, name=args.name, dtype=args.dtype,
+                progress=False if args.no_progress else None)
+    path = model.save(args.out, overwrite=args.overwrite, progress=False if args.no_progress else None)
+    acc = model.compiled.accounting
+    print(f"{model.spec.name}: {_ffn_text(model.spec.arch.block(0).ffn)}; {acc.params:,} parameters "
+          f"({acc.active_params:,} active per token)")
+    print(f"wrote {path}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("btx", help="Branch-Train-MiX: branch a seed into experts, mix trained experts into an MoE",
+                       description="Branch-Train-MiX (Sukhbaatar et al. 2024) and its special cases, Branch-Train-"
+                                   "Merge (parameter average) and sparse upcycling. Train each branch with `zoo "
+                                   "train`; MoE-finetune the mixed folder with `zoo train` too.")
+    bsub = p.add_subparsers(dest="btx_command", required=True)
+
+    b = bsub.add_parser("branch", help="N copies of a seed checkpoint as OUT/expert-0..N-1")
+    b.add_argument("seed", help="a checkpoint folder, a training run (newest step), a catalog name or Hub repo")
+    b.add_argument("out", help="folder to hold the copies")
+    b.add_argument("-n", "--n", type=int, required=True, help="number of copies (experts)")
+    b.add_argument("--prefix", default="expert", help="copy names: PREFIX-0, PREFIX-1, … (default: expert)")
+    b.add_argument("--overwrite", action="store_true", help="replace existing copies")
+    b.add_argument("--revision", default=None, help="Hub seed: branch, tag or commit")
+    b.add_argument("--token", default=None)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_branch)
+
+    m = bsub.add_parser("mix", help="merge trained experts: an MoE (btx, upcycle) or a parameter average (btm)")
+    m.add_argument("sources", nargs="+", help="expert checkpoints or training runs (newest step); expert i = "
+                                              "source i")
+    m.add_argument("--out", required=True, help="output checkpoint folder (written atomically)")
+    m.add_argument("--mode", choices=["btx", "btm", "upcycle"], default="btx",
+                   help="btx: FFNs become experts, the rest averaged; btm: average every parameter; upcycle: "
+                        "experts are copies of ONE model's FFN (default: btx)")
+    m.add_argument("--top-k", type=int, default=2, help="experts per token (default 2)")
+    m.add_argument("--n-experts", type=int, default=None, help="upcycle: number of experts")
+    m.add_argument("--weights", default=None, help="averaging weights, one per source (default: uniform)")
+    m.add_argument("--aux-loss-coef", type=float, default=0.01, help="load-balancing loss weight (default 0.01)")
+    m.add_argument("--router-init", choices=["normal", "zero"], default="normal",
+                   help="new router weights: N(0, std^2) (default) or zeros (uniform routing)")
+    m.add_argument("--router-std", type=float, default=0.02)
+    m.add_argument("--seed", type=int, default=0, help="router init seed")
+    m.add_argument("--name", default=None, help="the mixed model's spec name")
+    m.add_argument("--dtype", default=None, help="float32, bfloat16 … (default: the first source's)")
+    m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    m.add_argument("--no-progress", action="store_true")
+    m.set_defaults(func=cmd_mix)
