@@ -40,8 +40,12 @@ def architecture_rows(spec: ModelSpec, params: int) -> list[tuple[str, str]]:
             ("FFN", f"{ffn.kind}, hidden {ffn.hidden_dim}"), ("norm", f"{norm.kind}, eps {norm.eps:g}"),
             ("positions", rope), ("context", f"{a.max_seq_len:,}"), ("vocabulary", f"{a.vocab_size:,}"),
             ("tied embeddings", "yes" if a.tie_embeddings else "no")]
-    if a.layers:
+    if getattr(a, "layers", None):
         rows.append(("per-layer overrides", ", ".join(a.layers)))
+    if a.kind == "vision-language":
+        v = a.vision
+        rows.append(("vision encoder", f"dim {v.dim}, {v.n_layers} layers, {v.attention.n_heads} heads, patch "
+                                       f"{v.patch_size}, images up to {v.image_size}px, 2-D RoPE"))
     return rows
 
 

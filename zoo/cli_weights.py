@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
                        description="Load a checkpoint in any known format (folder, catalog name or Hub repo) and "
                                    "write it in another: hf (transformers folder), meta (consolidated.*.pth), zoo.")
     p.add_argument("source", help="a checkpoint folder, a catalog name or a Hub repo id")
-    p.add_argument("--to", required=True, choices=["hf", "meta", "zoo"], help="output format")
+    p.add_argument("--to", required=True, choices=["hf", "meta", "mistral", "zoo"], help="output format")
     p.add_argument("dest", help="output folder (written atomically)")
     p.add_argument("--dtype", default=None, help="cast to float32, bfloat16 or float16 (default: keep)")
     p.add_argument("--shards", type=int, default=1, help="meta: number of model-parallel shards")

@@ -18,9 +18,10 @@ from .compiler.schema import (Attention, Decoder, LinearScaling, ModelSpec, RMSN
                               TokenizerSpec)
 from .formats.transforms import FormatError
 
-MODEL_TYPES = {"llama": "hf-llama", "mixtral": "hf-mixtral"}  # transformers model_type -> zoo format
+MODEL_TYPES = {"llama": "hf-llama", "mixtral": "hf-mixtral", "llava": "hf-llava"}  # model_type -> zoo format
 ARCHITECTURES = {"hf-llama": "LlamaForCausalLM", "hf-mixtral": "MixtralForCausalLM",
-                 "hf-mixtral-fused": "MixtralForCausalLM"}
+                 "hf-mixtral-fused": "MixtralForCausalLM", "hf-llava": "LlavaForConditionalGeneration",
+                 "hf-llava-model": "LlavaForConditionalGeneration"}
 _ACT = {("swiglu", None): "silu", ("geglu", "gelu"): "gelu", ("geglu", "gelu_tanh"): "gelu_pytorch_tanh"}
 _FFN = {"silu": ("swiglu", None), "swish": ("swiglu", None), "gelu": ("geglu", "gelu"),
         "gelu_pytorch_tanh": ("geglu", "gelu_tanh"), "gelu_new": ("geglu", "gelu_tanh")}
@@ -29,6 +30,10 @@ _FFN = {"silu": ("swiglu", None), "swish": ("swiglu", None), "gelu": ("geglu", "
 def hf_unsupported(spec: ModelSpec) -> str | None:
     """Why transformers' LlamaForCausalLM cannot run this spec, or None when it can."""
     a = spec.arch
+    if a.kind == "vision-language":  # LlavaForConditionalGeneration (Pixtral tower)
+        from .hf_llava import llava_unsupported
+
+        return llava_unsupported(spec)
     if a.kind != "decoder" or a.layers:
         return "per-layer overrides have no transformers equivalent"
     if a.heads.kind != "next_token":
@@ -59,6 +64,8 @@ def _act_key(ffn: Any) -> tuple[str, str | None]:
 
 def hf_format(spec: ModelSpec) -> str:
     """The zoo format of the transformers class that runs `spec`."""
+    if spec.arch.kind == "vision-language":
+        return "hf-llava"
     return "hf-mixtral" if spec.arch.block(0).ffn.kind == "moe" else "hf-llama"
 
 
@@ -67,6 +74,10 @@ def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str,
     why = hf_unsupported(spec)
     if why:
         raise FormatError(f"{spec.name}: no transformers config: {why}")
+    if spec.arch.kind == "vision-language":
+        from .hf_llava import to_llava_config
+
+        return to_llava_config(spec, dtype)
     a = spec.arch
     blk = a.block(0)
     att, ffn = blk.attention, blk.ffn
@@ -115,6 +126,10 @@ def _rope(cfg: dict[str, Any]) -> Rope:
 
 def spec_from_hf_config(cfg: dict[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:
     """A zoo spec from a transformers Llama config.json (for folders without zoo.yaml)."""
+    if cfg.get("model_type") == "llava":
+        from .hf_llava import spec_from_llava_config
+
+        return spec_from_llava_config(cfg, name, tokenizer_file)
     try:
         kind, act = _FFN[cfg.get("hidden_act", "silu")]
         heads = int(cfg["num_attention_heads"])
@@ -136,7 +151,8 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str, tokenizer_file: str | No
                        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
         tok = None
         if tokenizer_file:
-            tok = TokenizerSpec(kind="sentencepiece", file=tokenizer_file, bos_id=_first(cfg.get("bos_token_id")),
+            kind = "tekken" if tokenizer_file.endswith(".json") else "sentencepiece"
+            tok = TokenizerSpec(kind=kind, file=tokenizer_file, bos_id=_first(cfg.get("bos_token_id")),
                                 eos_id=_first(cfg.get("eos_token_id")), pad_id=_first(cfg.get("pad_token_id")))
         return ModelSpec(name=name, family=cfg.get("model_type"), description=f"imported from transformers ({name})",
                          arch=arch, tokenizer=tok)

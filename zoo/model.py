@@ -58,9 +58,15 @@ class ModelMixin:
         return ids
 
     def generate_text(self, prompt: str | Sequence[str], max_new_tokens: int = 64, *, speculative: bool | None = None,
-                      **kw: Any) -> str | list[str]:
+                      images: Sequence[Any] | None = None, **kw: Any) -> str | list[str]:
         """Complete text prompt(s); stops at EOS (and <EOT> on infilling models). Greedy
-        decoding of a multi-token model is self-speculative by default (same output, faster)."""
+        decoding of a multi-token model is self-speculative by default (same output, faster).
+        `images` (vision-language models): a list for one prompt, a list per prompt for a batch;
+        `[IMG]` in a prompt marks where its next image goes, else its images come first."""
+        if images is not None:
+            from .vlm import generate_with_images
+
+            return generate_with_images(self, prompt, images, max_new_tokens, **kw)
         tok = self._need_tokenizer()
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         bos = self.spec.tokenizer.bos_id if self.spec.tokenizer else None  # the spec says what starts a prompt
@@ -79,6 +85,28 @@ class ModelMixin:
             out = self.generate(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
         texts = [tok.decode([t for t in row if t not in kw["stop_tokens"]]) for row in out]
         return texts[0] if isinstance(prompt, str) else texts
+
+    # ------------------------------------------------------------------ images (vision-language)
+    def chat(self, messages: Sequence[Any], max_new_tokens: int = 256, **kw: Any) -> str | list[str]:
+        """The assistant's reply to `messages` (Pixtral's chat format; image items are paths,
+        bytes, PIL images or arrays), or a list of replies for a list of conversations."""
+        from .vlm import chat
+
+        return chat(self, messages, max_new_tokens, **kw)
+
+    @property
+    def image_processor(self) -> Any:
+        """The ImageProcessor images go through (from the spec's vision encoder); assignable."""
+        proc = self.__dict__.get("_image_processor")
+        if proc is None:
+            from .vlm import image_processor
+
+            proc = self.__dict__["_image_processor"] = image_processor(self)
+        return proc
+
+    @image_processor.setter
+    def image_processor(self, value: Any) -> None:
+        self.__dict__["_image_processor"] = value
 
     def infill(self, prefix: str, suffix: str, mode: str = "psm", max_new_tokens: int = 128, **kw: Any) -> str:
         """Code Llama fill-in-the-middle: the text that goes between prefix and suffix."""

@@ -50,12 +50,17 @@ def format_for(layout: str, spec: ModelSpec) -> Format:
 
 
 def detect(folder: Path) -> str:
-    """'zoo', 'meta' or a transformers format name ('hf-llama'), from the files a folder holds."""
+    """'zoo', 'mistral', 'meta' or a transformers format name ('hf-llama', 'hf-llava'), from the
+    files a folder holds."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     if (folder / SPEC_FILE).is_file():
         return "zoo"
+    from .mistral import is_mistral_folder
+
+    if is_mistral_folder(folder):  # params.json + consolidated.safetensors (Mistral NeMo, Pixtral)
+        return "mistral"
     if (folder / "params.json").is_file() or any(folder.glob("consolidated.*.pth")):
         return "meta"
     cfg_path = folder / "config.json"
@@ -121,6 +126,13 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
     if kind == "zoo":
         doc = read_document(folder)
         return Checkpoint(folder, kind, doc.spec, doc.layout, SafetensorsSource(folder), folder, doc.files)
+    if kind == "mistral":
+        from .mistral import TOKENIZER_FILE, MistralSource, spec_from_mistral_params
+        from .meta import read_params
+
+        tok = TOKENIZER_FILE if (folder / TOKENIZER_FILE).is_file() else None
+        spec = base_spec or spec_from_mistral_params(read_params(folder), name, tok)
+        return Checkpoint(folder, kind, spec, "mistral", MistralSource(folder), folder)
     if kind == "meta":
         from .meta import MetaSource, read_params, spec_from_params
 
@@ -141,7 +153,8 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
     from ..hf_config import spec_from_hf_config
 
     cfg = _read_json(folder / "config.json")
-    from_cfg = spec_from_hf_config(cfg, name, "tokenizer.model" if (folder / "tokenizer.model").is_file() else None)
+    tok_file = next((f for f in ("tokenizer.model", "tekken.json") if (folder / f).is_file()), None)
+    from_cfg = spec_from_hf_config(cfg, name, tok_file)
     spec = from_cfg
     if base_spec is not None:
         spec = base_spec

@@ -126,10 +126,24 @@ def export_meta(model: nn.Module, path: str | Path, *, shards: int = 1, overwrit
     return Path(path).absolute()
 
 
+def export_mistral(model: nn.Module, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Mistral's layout: consolidated.safetensors + params.json (+ tekken.json), what
+    mistral-inference's `Transformer.from_folder` reads (Mistral NeMo, Pixtral)."""
+    from .mistral import mistral_params, write_mistral
+
+    params = mistral_params(model.spec)  # type: ignore[attr-defined]
+    plan, state = _plan(model, "mistral")
+    with atomic_folder(Path(path), overwrite) as tmp:
+        write_mistral(dict(plan.to_external(state)), params, tmp)
+        _save_tokenizer(model, tmp)
+    return Path(path).absolute()
+
+
 def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,
             max_shard_size: int | str = 5 * 2**30, overwrite: bool = False, **load_kw: Any) -> Path:
     """Any loadable checkpoint (a folder in a known format, a catalog name, a Hub repo) -> `to`:
-    'hf' (transformers folder), 'meta' (consolidated.*.pth) or 'zoo' (zoo's own folder)."""
+    'hf' (transformers folder), 'meta' (consolidated.*.pth), 'mistral' (consolidated.safetensors)
+    or 'zoo' (zoo's own folder)."""
     import zoo
 
     model = zoo.load(src, dtype=dtype, **load_kw)
@@ -137,6 +151,8 @@ def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = No
         return export_hf(model, dst, max_shard_size=max_shard_size, overwrite=overwrite)
     if to == "meta":
         return export_meta(model, dst, shards=shards, overwrite=overwrite)
+    if to == "mistral":
+        return export_mistral(model, dst, overwrite=overwrite)
     if to == "zoo":
         return model.save(dst, max_shard_size=max_shard_size, overwrite=overwrite)  # type: ignore[attr-defined]
-    raise ValueError(f"convert: --to {to!r}; expected hf, meta or zoo")
+    raise ValueError(f"convert: --to {to!r}; expected hf, meta, mistral or zoo")

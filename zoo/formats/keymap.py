@@ -17,7 +17,9 @@ named transforms (transforms.py) turn one into the other, written in the import 
         external: ["layers.{i}.qkv.weight"]
         transforms: [{split: {dim: 0, sizes: [q_out, kv_out, kv_out]}}]
 
-In external names, `{e}` is the expert index of an MoE layer: a name holding it stands for
+`{v}` is the layer index of a vision-language model's vision encoder (`vision.blocks.{v}`):
+its rules run over the encoder's layers, and size names (`n_heads`, `q_out` …) are the vision
+block's. In external names, `{e}` is the expert index of an MoE layer: a name holding it stands for
 one tensor per expert, in order (`experts.{e}.w1.weight` -> experts.0.w1.weight, …), to be
 `stack`ed into the zoo's stacked expert weights. `alternatives:` names other formats that hold
 the same model under other names (transformers 5's fused experts); loading picks the first
@@ -183,13 +185,21 @@ def parse_format(data: Any, source: str = "<format>", parent: Format | None = No
                   tuple(str(a) for a in data.get("alternatives") or ()))
 
 
-def layer_sizes(spec: ModelSpec, layer: int) -> dict[str, int]:
-    """The sizes a transform parameter may name, for one layer."""
+def vision_layers(spec: ModelSpec) -> int:
+    """Layers of the vision encoder (0 for a text-only model)."""
+    vision = getattr(spec.arch, "vision", None)
+    return vision.n_layers if vision is not None else 0
+
+
+def layer_sizes(spec: ModelSpec, layer: int, vision: bool = False) -> dict[str, int]:
+    """The sizes a transform parameter may name, for one layer (of the vision encoder with
+    `vision`: its width, heads and FFN)."""
     a = spec.arch
-    blk = a.block(layer)
+    blk = a.vision.block() if vision else a.block(layer)
     att = blk.attention
     assert att.head_dim is not None and att.n_kv_heads is not None
-    return {"layer": layer, "dim": a.dim, "vocab": a.vocab_size, "n_heads": att.n_heads, "n_kv_heads": att.n_kv_heads,
+    return {"layer": layer, "dim": a.vision.dim if vision else a.dim, "vocab": a.vocab_size, "n_heads": att.n_heads,
+            "n_kv_heads": att.n_kv_heads,
             "head_dim": att.head_dim, "q_out": att.n_heads * att.head_dim, "kv_out": att.n_kv_heads * att.head_dim,
             "hidden": blk.ffn.hidden_dim or 0, "n_experts": getattr(blk.ffn, "n_experts", 0)}
 
@@ -265,15 +275,25 @@ def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int,
     """Bind `fmt` to a model whose parameters are `canonical_shapes` (canonical name -> sizes)."""
     n_layers = spec.arch.n_layers
     sizes = [layer_sizes(spec, i) for i in range(n_layers)]
+    n_vision = vision_layers(spec)
+    vision_sizes = [layer_sizes(spec, v, vision=True) for v in range(n_vision)]
     bindings, owner, seen_ext = [], {}, set()
     for rule in fmt.rules:
         names = rule.canonical + rule.external
-        bad = {m for n in names for m in _PLACEHOLDER.findall(n)} - {"i", "e"}
+        bad = {m for n in names for m in _PLACEHOLDER.findall(n)} - {"i", "v", "e"}
         if bad or any("{e}" in n for n in rule.canonical):
             raise FormatError(f"{fmt.source}: {names[0]}: unknown placeholder(s) {sorted(bad or {'e'})}; only {{i}} "
-                              "(layer) and, in external names, {e} (expert)")
+                              "(layer), {v} (vision layer) and, in external names, {e} (expert)")
+        if any("{v}" in n for n in names):  # the vision encoder's layers, with its sizes
+            if any("{i}" in n for n in names):
+                raise FormatError(f"{fmt.source}: {names[0]}: a rule uses {{i}} or {{v}}, not both")
+            names = tuple(n.replace("{v}", "{i}") for n in names)
+            rule = Rule(names[:len(rule.canonical)], names[len(rule.canonical):], rule.transforms, rule.shard_dim)
+            layers, rule_sizes = range(n_vision), vision_sizes
+        else:
+            layers, rule_sizes = range(n_layers), sizes
         per_layer = any("{i}" in n for n in names)
-        for i in (range(n_layers) if per_layer else [None]):
+        for i in (layers if per_layer else [None]):
             canon = [_expand(c, i) for c in rule.canonical]
             present = [c in canonical_shapes for c in canon]
             if not any(present):
@@ -281,8 +301,9 @@ def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int,
             where = f"{fmt.source}: {rule.canonical[0]}"
             if not all(present):
                 raise FormatError(f"{where}: the model has only some of {canon}")
-            chain = Chain([build(s, sizes[i if i is not None else 0], where) for s in rule.transforms])
-            ext = _per_expert([_expand(e, i) for e in rule.external], sizes[i if i is not None else 0]["n_experts"])
+            layer_env = (rule_sizes if per_layer else sizes)[i if i is not None else 0]
+            chain = Chain([build(s, layer_env, where) for s in rule.transforms])
+            ext = _per_expert([_expand(e, i) for e in rule.external], layer_env["n_experts"])
             for c in canon:
                 if c in owner:
                     raise FormatError(f"{where}: {c} is also mapped by the rule for {owner[c]}")
