@@ -145,7 +145,18 @@ def materialize(net: nn.Module, device: torch.device | str, dtype: torch.dtype |
     # random numbers are drawn on the CPU for devices without their own generator (XLA), so a
     # seed gives the same weights everywhere
     init_on = device if device.type in ("cpu", "cuda") else torch.device("cpu")
-    net.to_empty(device=init_on)
+    if init_on.type == "cpu":  # big matrices on huge pages (runtime/memory.py), the rest as usual
+        from .runtime.memory import huge_page_empty
+
+        for mod in net.modules():
+            for attr, p in mod._parameters.items():
+                if p is not None and p.is_meta:
+                    mod._parameters[attr] = nn.Parameter(huge_page_empty(p.shape, p.dtype), p.requires_grad)
+            for attr, b in mod._buffers.items():
+                if b is not None and b.is_meta:
+                    mod._buffers[attr] = torch.empty_like(b, device=init_on)
+    else:
+        net.to_empty(device=init_on)
     gen = torch.Generator(device=init_on).manual_seed(seed) if seed is not None else None
     net.init_weights(generator=gen)  # type: ignore[operator]
     if dtype is not None or init_on != device:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError
+from .runtime.memory import huge_page_empty
 
 INDEX_FILE = "model.safetensors.index.json"
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -199,7 +200,10 @@ def assign(slot: tuple[nn.Module, str, bool], t: torch.Tensor, device: torch.dev
     """Make `t` (cast, moved) the parameter in `slot`; True when no copy was needed (zero-copy)."""
     mod, attr, requires_grad = slot
     want = dtype if dtype is not None and t.is_floating_point() else t.dtype
-    value = t.to(device=device, dtype=want)
+    if torch.device(device).type == "cpu" and (want != t.dtype or t.device.type != "cpu"):
+        value = huge_page_empty(t.shape, want).copy_(t)  # a copy anyway: onto huge pages
+    else:
+        value = t.to(device=device, dtype=want)
     if not value.is_contiguous():
         value = value.contiguous()
     mod._parameters[attr] = nn.Parameter(value, requires_grad=requires_grad)  # replaces a registered parameter

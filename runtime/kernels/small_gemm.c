@@ -18,38 +18,60 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-#define ROW_KERNEL(MM)                                                                      \
-    static void rows_##MM(const float *x, const float *w, float *y, int64_t n0, int64_t n1,  \
-                          int64_t N, int64_t K) {                                            \
-        for (int64_t n = n0; n < n1; n++) {                                                  \
-            const float *wr = w + n * K;                                                     \
-            __m256 acc[MM];                                                                  \
-            for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();                       \
-            int64_t k = 0;                                                                   \
-            for (; k + 8 <= K; k += 8) {                                                     \
-                __m256 wv = _mm256_loadu_ps(wr + k);                                         \
-                for (int m = 0; m < MM; m++)                                                 \
-                    acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);    \
-            }                                                                                \
-            for (int m = 0; m < MM; m++) {                                                   \
-                float s = hsum(acc[m]);                                                      \
-                for (int64_t kk = k; kk < K; kk++) s += wr[kk] * x[m * K + kk];              \
-                y[m * N + n] = s;                                                            \
-            }                                                                                \
-        }                                                                                    \
+/* R weight rows at a time, MM input rows: R*MM independent FMA chains hide the FMA latency and
+ * give the prefetchers R streams; R*MM <= 8 accumulators leave registers for the loads. */
+#define KERNEL(R, MM)                                                                         \
+    static void rows_##R##_##MM(const float *x, const float *w, float *y, int64_t n0,          \
+                                int64_t n1, int64_t N, int64_t K) {                           \
+        int64_t n = n0;                                                                       \
+        for (; n + R <= n1; n += R) {                                                         \
+            __m256 acc[R][MM];                                                                \
+            for (int r = 0; r < R; r++)                                                       \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps();                 \
+            int64_t k = 0;                                                                    \
+            for (; k + 8 <= K; k += 8) {                                                      \
+                __m256 xv[MM];                                                                \
+                for (int m = 0; m < MM; m++) xv[m] = _mm256_loadu_ps(x + m * K + k);          \
+                for (int r = 0; r < R; r++) {                                                 \
+                    __m256 wv = _mm256_loadu_ps(w + (n + r) * K + k);                         \
+                    for (int m = 0; m < MM; m++) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]); \
+                }                                                                             \
+            }                                                                                 \
+            for (int r = 0; r < R; r++)                                                       \
+                for (int m = 0; m < MM; m++) {                                                \
+                    float s = hsum(acc[r][m]);                                                \
+                    for (int64_t kk = k; kk < K; kk++) s += w[(n + r) * K + kk] * x[m * K + kk]; \
+                    y[m * N + n + r] = s;                                                     \
+                }                                                                             \
+        }                                                                                     \
+        for (; n < n1; n++) {                                                                 \
+            __m256 acc[MM];                                                                   \
+            for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();                        \
+            int64_t k = 0;                                                                    \
+            for (; k + 8 <= K; k += 8) {                                                      \
+                __m256 wv = _mm256_loadu_ps(w + n * K + k);                                   \
+                for (int m = 0; m < MM; m++)                                                  \
+                    acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);     \
+            }                                                                                 \
+            for (int m = 0; m < MM; m++) {                                                    \
+                float s = hsum(acc[m]);                                                       \
+                for (int64_t kk = k; kk < K; kk++) s += w[n * K + kk] * x[m * K + kk];        \
+                y[m * N + n] = s;                                                             \
+            }                                                                                 \
+        }                                                                                     \
     }
 
-ROW_KERNEL(1)
-ROW_KERNEL(2)
-ROW_KERNEL(3)
-ROW_KERNEL(4)
-ROW_KERNEL(5)
-ROW_KERNEL(6)
-ROW_KERNEL(7)
-ROW_KERNEL(8)
+KERNEL(4, 1)
+KERNEL(4, 2)
+KERNEL(2, 3)
+KERNEL(2, 4)
+KERNEL(1, 5)
+KERNEL(1, 6)
+KERNEL(1, 7)
+KERNEL(1, 8)
 
 typedef void (*row_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t);
-static const row_fn KERNELS[9] = {0, rows_1, rows_2, rows_3, rows_4, rows_5, rows_6, rows_7, rows_8};
+static const row_fn KERNELS[9] = {0, rows_4_1, rows_4_2, rows_2_3, rows_2_4, rows_1_5, rows_1_6, rows_1_7, rows_1_8};
 
 int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
     if (M < 1 || M > 8) return 1;
