@@ -24,7 +24,7 @@ class SDPABackend(Backend):
 
         ok, why = precheck()
         if ok:
-            return small_linear, "zoo small-GEMM (native AVX2, float32 CPU, 1-8 rows: decode steps); torch linear otherwise"
+            return small_linear, "zoo small-GEMM (native AVX2, float32 CPU, 1-32 rows: decode steps); torch linear otherwise"
         return None, f"torch linear (zoo small-GEMM unavailable: {why})"
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout,

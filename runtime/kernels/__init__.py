@@ -1,6 +1,6 @@
 """Native CPU kernels, compiled on first use with the machine's C compiler and loaded by ctypes.
 
-One kernel so far: `small_gemm.c`, the float32 linear layer of decode steps (1..8 rows), which
+One kernel so far: `small_gemm.c`, the float32 linear layer of decode steps (1..32 rows), which
 runs at close to memory bandwidth where MKL's GEMV does not (docs/backends.md). The library is
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
 atomically, so concurrent processes never load a half-written file. Where it cannot be built
@@ -24,7 +24,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("small_gemm.c")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
-MAX_ROWS = 8
+MAX_ROWS = 32  # beyond this MKL's GEMM does well; below it, its small-M paths do not
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -85,6 +85,9 @@ def _build() -> ctypes.CDLL:
     lib.zoo_small_gemm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.zoo_small_gemm.restype = ctypes.c_int
+    lib.zoo_small_bgemm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+    lib.zoo_small_bgemm.restype = ctypes.c_int
     return lib
 
 
@@ -103,6 +106,26 @@ def small_gemm_status() -> tuple[bool, str]:
                         ok, why = False, f"could not build: {e}"
                 _status = (ok, why)
     return _status
+
+
+def small_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
+    """x (B, M, K) @ weight (B, N, K)^T → (B, M, N) with the native kernel (the grouped heads of a
+    multi-token model), or None when it does not apply (as small_linear)."""
+    if x.dtype is not torch.float32 or weight.dtype is not torch.float32 or x.device.type != "cpu" \
+            or weight.device.type != "cpu" or x.dim() != 3 or weight.dim() != 3:
+        return None
+    b, m, k = x.shape
+    if m == 0 or m > MAX_ROWS or weight.shape[0] != b or weight.shape[2] != k or not weight.is_contiguous():
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return None
+    if _lib is None and not small_gemm_status()[0]:
+        return None
+    x = x.contiguous()
+    y = torch.empty(b, m, weight.shape[1], dtype=torch.float32)
+    if _lib.zoo_small_bgemm(x.data_ptr(), weight.data_ptr(), y.data_ptr(), b, m, weight.shape[1], k) != 0:  # type: ignore[union-attr]
+        return None
+    return y
 
 
 def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:

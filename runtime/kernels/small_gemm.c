@@ -73,17 +73,27 @@ KERNEL(1, 8)
 typedef void (*row_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t);
 static const row_fn KERNELS[9] = {0, rows_4_1, rows_4_2, rows_2_3, rows_2_4, rows_1_5, rows_1_6, rows_1_7, rows_1_8};
 
-int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
-    if (M < 1 || M > 8) return 1;
-    row_fn f = KERNELS[M];
-    const int64_t block = 16;  /* rows per task: 16 * K floats of weights, a few pages */
-    const int64_t tasks = (N + block - 1) / block;
+/* y[b] = x[b] @ w[b]^T for b < B: x (B, M, K), w (B, N, K), y (B, M, N), any M (input rows go
+ * 8 at a time over a task's weight rows, which stay in L1/L2 between the passes). Tasks are
+ * (batch entry, 16 weight rows), so the n heads of a multi-token model share one parallel loop. */
+int zoo_small_bgemm(const float *x, const float *w, float *y, int64_t B, int64_t M, int64_t N, int64_t K) {
+    if (B < 1 || M < 1 || N < 1 || K < 1) return 1;
+    const int64_t block = 16;
+    const int64_t per = (N + block - 1) / block;
+    const int64_t tasks = B * per;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < tasks; t++) {
-        int64_t n0 = t * block, n1 = n0 + block < N ? n0 + block : N;
-        f(x, w, y, n0, n1, N, K);
+        int64_t b = t / per, n0 = (t % per) * block, n1 = n0 + block < N ? n0 + block : N;
+        for (int64_t m0 = 0; m0 < M; m0 += 8) {
+            int64_t mm = M - m0 < 8 ? M - m0 : 8;
+            KERNELS[mm](x + (b * M + m0) * K, w + b * N * K, y + b * M * N + m0 * N, n0, n1, N, K);
+        }
     }
     return 0;
 }
 
-int zoo_kernels_abi(void) { return 1; }
+int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
+    return zoo_small_bgemm(x, w, y, 1, M, N, K);
+}
+
+int zoo_kernels_abi(void) { return 2; }

@@ -65,17 +65,26 @@ class HeadGroup:
         if key != self._key:
             bs = self.blocks
             with torch.no_grad():
-                self._w = {
+                self._w = {  # (n, out, in): the Linear layout, for the native kernel; bmm transposes a view
                     "attn_norm": torch.stack([b.attn_norm.weight for b in bs])[:, None],
-                    "qkv": torch.stack([torch.cat([b.attn.q.weight, b.attn.k.weight, b.attn.v.weight]).t()
-                                        for b in bs]).contiguous(),
-                    "o": torch.stack([b.attn.o.weight.t() for b in bs]).contiguous(),
+                    "qkv": torch.stack([torch.cat([b.attn.q.weight, b.attn.k.weight, b.attn.v.weight]) for b in bs]),
+                    "o": torch.stack([b.attn.o.weight for b in bs]),
                     "ffn_norm": torch.stack([b.ffn_norm.weight for b in bs])[:, None],
-                    "gate_up": torch.stack([torch.cat([b.ffn.gate.weight, b.ffn.up.weight]).t() for b in bs]).contiguous(),
-                    "down": torch.stack([b.ffn.down.weight.t() for b in bs]).contiguous(),
+                    "gate_up": torch.stack([torch.cat([b.ffn.gate.weight, b.ffn.up.weight]) for b in bs]),
+                    "down": torch.stack([b.ffn.down.weight for b in bs]),
                 }
             self._key = key
         return self._w
+
+    def _bmm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x (n, R, in) @ w (n, out, in)^T: the native batched kernel where the backend binds one."""
+        if self.blocks[0].attn.q.kernel is not None:
+            from ..kernels import small_bmm
+
+            y = small_bmm(x, w)
+            if y is not None:
+                return y
+        return torch.bmm(x, w.transpose(1, 2))
 
     def forward(self, x: torch.Tensor, rope: Any, layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
         """x (B, T, dim) → every block's output, (n, B, T, dim)."""
@@ -87,7 +96,7 @@ class HeadGroup:
         hq, hk, hd = c.n_heads, c.n_kv_heads, c.head_dim
         xs = x.reshape(1, b * t, d)
         a = _rms(xs, blk.attn_norm.eps) * w["attn_norm"]  # (n, BT, d)
-        qkv = torch.bmm(a, w["qkv"]).view(n, b, t, hq + 2 * hk, hd)
+        qkv = self._bmm(a, w["qkv"]).view(n, b, t, hq + 2 * hk, hd)
         q, k, v = qkv.split([hq, hk, hk], dim=3)
         q = q.permute(0, 1, 3, 2, 4).reshape(n * b, hq, t, hd)
         k = k.permute(0, 1, 3, 2, 4).reshape(n * b, hk, t, hd)
@@ -105,7 +114,7 @@ class HeadGroup:
                 segments=None if layout.segments is None else layout.segments.repeat(n, 1))
         out = blk.attn.backend.attention(q, k, v, layout, c.sliding_window, blk.attn.scale)
         out = out.view(n, b, hq, t, hd).permute(0, 1, 3, 2, 4).reshape(n, b * t, hq * hd)
-        h = xs + torch.bmm(out, w["o"])
-        g, u = torch.bmm(_rms(h, blk.ffn_norm.eps) * w["ffn_norm"], w["gate_up"]).chunk(2, dim=-1)
-        h = h + torch.bmm(blk.ffn.act(g) * u, w["down"])
+        h = xs + self._bmm(out, w["o"])
+        g, u = self._bmm(_rms(h, blk.ffn_norm.eps) * w["ffn_norm"], w["gate_up"]).chunk(2, dim=-1)
+        h = h + self._bmm(blk.ffn.act(g) * u, w["down"])
         return h.view(n, b, t, d)

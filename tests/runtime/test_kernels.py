@@ -15,7 +15,7 @@ from zoo.runtime import kernels
 pytestmark = pytest.mark.skipif(not kernels.precheck()[0], reason=f"small-GEMM unavailable: {kernels.precheck()[1]}")
 
 
-@pytest.mark.parametrize("rows", range(1, 9))
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 16, 21, 32])
 @pytest.mark.parametrize("n, k", [(64, 64), (37, 100), (300, 7), (1, 19)])
 def test_equals_torch_linear(rows: int, n: int, k: int) -> None:
     g = torch.Generator().manual_seed(rows * 1000 + n + k)
@@ -31,10 +31,20 @@ def test_equals_torch_linear(rows: int, n: int, k: int) -> None:
             assert y3 is not None and y3.shape == (1, rows, n)
 
 
+@pytest.mark.parametrize("b, m, n, k", [(1, 1, 8, 8), (4, 4, 576, 192), (3, 5, 37, 100), (2, 17, 19, 7)])
+def test_batched_equals_bmm(b: int, m: int, n: int, k: int) -> None:
+    g = torch.Generator().manual_seed(b + m + n + k)
+    x, w = torch.randn(b, m, k, generator=g), torch.randn(b, n, k, generator=g)
+    with torch.no_grad():
+        y = kernels.small_bmm(x, w)
+    assert y is not None
+    torch.testing.assert_close(y, torch.bmm(x, w.transpose(1, 2)), atol=1e-5, rtol=1e-5)
+
+
 def test_declines_what_it_does_not_handle() -> None:
     w = torch.randn(16, 32)
     with torch.no_grad():
-        assert kernels.small_linear(torch.randn(9, 32), w, None) is None  # more rows than MAX_ROWS
+        assert kernels.small_linear(torch.randn(kernels.MAX_ROWS + 1, 32), w, None) is None  # MKL's GEMM does well
         assert kernels.small_linear(torch.randn(2, 32, dtype=torch.bfloat16), w.bfloat16(), None) is None
         assert kernels.small_linear(torch.randn(2, 32), w.t().contiguous().t(), None) is None  # strided weight
     wg = w.clone().requires_grad_(True)
