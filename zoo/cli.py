@@ -36,7 +36,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for e in zoo.list_models():
         c = zoo.compile(e.name)
-        rows.append((e.name, e.family or "", f"{c.accounting.params / 1e9:.2f}B", e.description))
+        n = c.accounting.params
+        rows.append((e.name, e.family or "", f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M", e.description))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     print(f"{'model':<{w[0]}}  {'family':<{w[1]}}  {'params':>{w[2]}}  description")
     for r in rows:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from .base import TokenizerBase
 from .errors import TokenizerError
 
 SPECIALS = ("<s>", "</s>", "<pad>")
@@ -53,7 +54,7 @@ def _byte_level_pre_tokenizer(pattern: str) -> pre_tokenizers.PreTokenizer:
     ])
 
 
-class BPETokenizer:
+class BPETokenizer(TokenizerBase):
     """A byte-level BPE tokenizer with the interface of ``SentencePieceTokenizer``.
 
     ``bos_id`` / ``eos_id`` / ``pad_id`` are -1 when the vocabulary lacks that token."""
@@ -127,13 +128,6 @@ class BPETokenizer:
         return -1 if i is None else i
 
     # --- encode / decode --------------------------------------------------------------------
-    def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
-        if bos and self._bos >= 0:
-            ids.insert(0, self._bos)
-        if eos and self._eos >= 0:
-            ids.append(self._eos)
-        return ids
-
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         try:
             ids = list(self._tok.encode(text, add_special_tokens=False).ids)
@@ -160,22 +154,10 @@ class BPETokenizer:
                 keep.append(i)
         return self._tok.decode(keep, skip_special_tokens=False)
 
-    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
-        return [self.decode(ids) for ids in batch]
-
     # --- persistence ------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The underlying ``tokenizers.Tokenizer`` (its post-processor adds ``<s>``)."""
-        return self._tok
-
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``tokenizer.json`` into ``directory``; returns its path."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / self.FILE
-        self._tok.save(os.fspath(path))
-        return path
+        """Write ``tokenizer.json`` into ``directory`` (atomically); returns its path."""
+        return self._save_atomic(directory, self.FILE, lambda tmp: self._tok.save(os.fspath(tmp)))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BPETokenizer) and self._tok.to_str() == other._tok.to_str()

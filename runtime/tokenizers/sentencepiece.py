@@ -23,6 +23,7 @@ from .spm_build import (
     pre_prefix_normalize,
     prefix_exempt_forms,
 )
+from .base import TokenizerBase
 from .spm_proto import ModelProto, PieceType, load_model_proto, parse_model_proto
 
 
@@ -56,7 +57,7 @@ def decode_utf8_bytes(data: bytes | bytearray) -> str:
     return "".join(out)
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(TokenizerBase):
     """A sentencepiece BPE model (LLaMA, Code Llama) with sentencepiece-identical ids.
 
     ``bos_id`` / ``eos_id`` / ``pad_id`` follow sentencepiece: -1 when the model has none.
@@ -132,13 +133,6 @@ class SentencePieceTokenizer:
         return token_id in self._control
 
     # --- encode / decode --------------------------------------------------------------------
-    def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
-        if bos and self.bos_id >= 0:
-            ids.insert(0, self.bos_id)
-        if eos and self.eos_id >= 0:
-            ids.append(self.eos_id)
-        return ids
-
     def _fix_exempt(self, text: str, ids: list[int]) -> list[int]:
         """Redo an input that is exactly a user piece (see ``prefix_exempt_forms``)."""
         if len(ids) == 1 and ids[0] in self._user_ids:
@@ -214,14 +208,7 @@ class SentencePieceTokenizer:
             out.append(decode_utf8_bytes(pending))
         return "".join(out)
 
-    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
-        return [self.decode(ids) for ids in batch]
-
     # --- persistence ------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The underlying ``tokenizers.Tokenizer`` (BOS added by its post-processor)."""
-        return self._tok
 
     @property
     def model_bytes(self) -> bytes:
@@ -230,11 +217,7 @@ class SentencePieceTokenizer:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the original ``tokenizer.model`` into ``directory``; returns its path."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / self.MODEL_FILE
-        path.write_bytes(self._raw)
-        return path
+        return self._save_atomic(directory, self.MODEL_FILE, lambda tmp: tmp.write_bytes(self._raw))
 
     def to_tokenizer_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the equivalent ``tokenizer.json`` (loadable with ``tokenizers.Tokenizer``).

@@ -28,6 +28,7 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
+from .base import TokenizerBase
 from .errors import TokenizerError
 
 #: Control tokens of tekken files that predate the ``special_tokens`` list (version <= v7).
@@ -82,7 +83,7 @@ def build_bpe(ranks: Sequence[bytes], pattern: str, offset: int) -> Tokenizer:
     return tok
 
 
-class TekkenTokenizer:
+class TekkenTokenizer(TokenizerBase):
     """A Tekken tokenizer with the interface of ``BPETokenizer`` / ``SentencePieceTokenizer``."""
 
     FILE = "tekken.json"
@@ -215,13 +216,6 @@ class TekkenTokenizer:
             raise IndexError(f"token id {token_id} out of range [0, {self._vocab_size})")
 
     # --- encode / decode --------------------------------------------------------------------
-    def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
-        if bos and self._bos >= 0:
-            ids.insert(0, self._bos)
-        if eos and self._eos >= 0:
-            ids.append(self._eos)
-        return ids
-
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         try:
             ids = list(self._tok.encode(text, add_special_tokens=False).ids)
@@ -254,24 +248,12 @@ class TekkenTokenizer:
                 out.append(b"".join(self._ranks[i - n] for i in run).decode("utf-8", errors="replace"))
         return "".join(out)
 
-    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
-        return [self.decode(ids) for ids in batch]
-
     # --- persistence ------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The underlying ``tokenizers.Tokenizer`` for the regular tokens (ids already offset)."""
-        return self._tok
-
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``tekken.json`` into `directory` (the data it was read from); returns its path."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / self.FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self._data, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Write ``tekken.json`` into `directory` (the data it was read from, atomically); returns its path.
+        (``tokenizer`` is the ``tokenizers.Tokenizer`` of the regular tokens, ids already offset.)"""
+        text = json.dumps(self._data, ensure_ascii=False)
+        return self._save_atomic(directory, self.FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, TekkenTokenizer) and self._ranks == other._ranks
