@@ -168,6 +168,16 @@ def _sweep_stale(target: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _usual_modes(folder: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600; a saved checkpoint gets what the umask gives a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~umask)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o666 & ~umask)
+
+
 @contextmanager
 def atomic_folder(target: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it replaces `target` in one rename.
@@ -180,6 +190,7 @@ def atomic_folder(target: Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
+        _usual_modes(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.rename(target, old)

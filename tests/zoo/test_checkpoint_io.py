@@ -237,3 +237,20 @@ def test_a_save_killed_midway_leaves_no_partial_checkpoint(tmp_path: Path) -> No
     good.save(existing)
     good.save(fresh)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # swept by the next saves
+
+
+def test_saved_folders_get_the_usual_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    import zoo
+
+    m = zoo.build("llama-2-7b", ["arch.dim=32", "arch.n_layers=1", "arch.vocab_size=64", "arch.ffn.hidden_dim=64",
+                                 "arch.attention.n_heads=4"], seed=0)
+    old = os.umask(0o022)
+    try:
+        out = m.save(tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
