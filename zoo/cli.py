@@ -86,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
           f"{blk.attention.n_kv_heads} kv heads, head_dim {blk.attention.head_dim}, "
           f"{_ffn_text(blk.ffn)}, {blk.norm.kind} eps {blk.norm.eps:g}")
     rope = blk.attention.rope
-    print(f"positions        " + (f"RoPE theta {rope.theta:g}" + (f", linear x{rope.scaling.factor:g}" if rope.scaling else "")
+    print("positions        " + (f"RoPE theta {rope.theta:g}" + (f", linear x{rope.scaling.factor:g}" if rope.scaling else "")
                                   if rope else "none") + f"; context {a.max_seq_len:,}; vocab {a.vocab_size:,}")
     if a.heads.kind == "multi_token":
         n = a.heads.n_future
