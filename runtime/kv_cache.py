@@ -47,16 +47,7 @@ class KVCache:
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int,
               slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if slots is not None:  # static: scatter into the full buffer, return all of it
-            self.k[layer].index_copy_(2, slots, k)
-            self.v[layer].index_copy_(2, slots, v)
-            return self.k[layer], self.v[layer]
-        end = start + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} positions needed, {self.max_len} allocated")
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        return self._put(self.k[layer], self.v[layer], k, v, start, slots)
 
     def has_group(self, first: int, n: int) -> bool:
         return (first, n) in self._groups
@@ -65,7 +56,11 @@ class KVCache:
                     slots: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`write` for a group of layers at once: k, v are (n * B, h, T, d), layer-major."""
         kb, vb = self._groups[(first, n)]
-        if slots is not None:
+        return self._put(kb, vb, k, v, start, slots)
+
+    def _put(self, kb: torch.Tensor, vb: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int,
+             slots: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if slots is not None:  # static: scatter into the full buffer, return all of it
             kb.index_copy_(2, slots, k)
             vb.index_copy_(2, slots, v)
             return kb, vb

@@ -12,6 +12,8 @@ from typing import Any
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
+from zoo.runtime.tokenizers.tekken import byte_symbols
+
 #: The pre-tokenization regex of Mistral's Tekken files (NeMo, Pixtral).
 PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
            r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
@@ -39,15 +41,7 @@ def trained_ranks(n_merges: int = 700) -> list[bytes]:
 
 
 def _symbol_table() -> dict[int, str]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
+    return dict(enumerate(byte_symbols()))
 
 
 def write_tekken(path: Path, ranks: list[bytes], *, version: str = "v3", num_special: int = 1000,

@@ -108,18 +108,23 @@ def small_gemm_status() -> tuple[bool, str]:
     return _status
 
 
+def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """float32 CPU tensors, a contiguous weight, no autograd wanted, and a kernel on this machine."""
+    if x.dtype is not torch.float32 or weight.dtype is not torch.float32 or x.device.type != "cpu" \
+            or weight.device.type != "cpu" or not weight.is_contiguous():
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    return _lib is not None or small_gemm_status()[0]
+
+
 def small_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
     """x (B, M, K) @ weight (B, N, K)^T → (B, M, N) with the native kernel (the grouped heads of a
     multi-token model), or None when it does not apply (as small_linear)."""
-    if x.dtype is not torch.float32 or weight.dtype is not torch.float32 or x.device.type != "cpu" \
-            or weight.device.type != "cpu" or x.dim() != 3 or weight.dim() != 3:
+    if x.dim() != 3 or weight.dim() != 3:
         return None
     b, m, k = x.shape
-    if m == 0 or m > MAX_ROWS or weight.shape[0] != b or weight.shape[2] != k or not weight.is_contiguous():
-        return None
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return None
-    if _lib is None and not small_gemm_status()[0]:
+    if m == 0 or m > MAX_ROWS or weight.shape[0] != b or weight.shape[2] != k or not _applies(x, weight):
         return None
     x = x.contiguous()
     y = torch.empty(b, m, weight.shape[1], dtype=torch.float32)
@@ -131,17 +136,8 @@ def small_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
 def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
     """x @ weight.T (+ bias) with the native kernel, or None when it does not apply: not
     float32 CPU tensors, more than MAX_ROWS rows, autograd wanted, or no kernel on this machine."""
-    if x.dtype is not torch.float32 or weight.dtype is not torch.float32 or x.device.type != "cpu" \
-            or weight.device.type != "cpu":
-        return None
     k = x.shape[-1]
-    if k == 0 or x.numel() > MAX_ROWS * k or x.numel() == 0:
-        return None
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return None
-    if not weight.is_contiguous() or weight.shape[1] != k:
-        return None
-    if _lib is None and not small_gemm_status()[0]:
+    if k == 0 or x.numel() > MAX_ROWS * k or x.numel() == 0 or weight.shape[1] != k or not _applies(x, weight):
         return None
     m = x.numel() // k
     n = weight.shape[0]

@@ -13,8 +13,28 @@ from tokenizers import Tokenizer
 
 class TokenizerBase:
     _tok: Tokenizer
-    bos_id: int
-    eos_id: int
+    _bos: int = -1
+    _eos: int = -1
+    _pad: int = -1
+
+    @property
+    def vocab_size(self) -> int:  # pragma: no cover - every tokenizer defines it
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def bos_id(self) -> int:
+        return self._bos
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad
 
     def _wrap(self, ids: list[int], bos: bool, eos: bool) -> list[int]:
         if bos and self.bos_id >= 0:

@@ -98,21 +98,6 @@ class BPETokenizer(TokenizerBase):
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    @property
-    def bos_id(self) -> int:
-        return self._bos
-
-    @property
-    def eos_id(self) -> int:
-        return self._eos
-
-    @property
-    def pad_id(self) -> int:
-        return self._pad
-
     @property
     def unk_id(self) -> int:
         return -1  # byte-level: nothing is unknown

@@ -95,9 +95,6 @@ class SentencePieceTokenizer(TokenizerBase):
     def vocab_size(self) -> int:
         return len(self.proto.pieces)
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
     def _special(self, value: int) -> int:
         return value if 0 <= value < self.vocab_size else -1
 

@@ -44,7 +44,7 @@ def _version_number(version: str) -> int:
     return int(version[1:])
 
 
-def _byte_symbols() -> list[str]:
+def byte_symbols() -> list[str]:
     """GPT-2's byte -> printable character map (the alphabet of the ByteLevel pre-tokenizer)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table, extra = {}, 0
@@ -57,7 +57,7 @@ def _byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-_SYMBOLS = _byte_symbols()
+_SYMBOLS = byte_symbols()
 
 
 def _as_symbols(token: bytes) -> str:
@@ -171,21 +171,6 @@ class TekkenTokenizer(TokenizerBase):
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
-
-    def __len__(self) -> int:
-        return self._vocab_size
-
-    @property
-    def bos_id(self) -> int:
-        return self._bos
-
-    @property
-    def eos_id(self) -> int:
-        return self._eos
-
-    @property
-    def pad_id(self) -> int:
-        return self._pad
 
     @property
     def unk_id(self) -> int:
