@@ -108,6 +108,8 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
         add("output", "output", "matmul with embed.weight, logits in float32", "tied embeddings")
     _, linear = backend.linear_kernel()
     add("*", "linear", linear, "every projection (q/k/v/o, ffn, output)")
+    _, step = backend.block_kernel()
+    add("blocks.*", "decode step", step, "a whole block per call where it applies")
     out = []
     for (_, kind, kernel, why), paths in groups.items():
         plain = [p for p in paths if not _INDEXED.match(p)]

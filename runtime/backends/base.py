@@ -45,6 +45,11 @@ class Backend:
         name for `--explain`. The default: none, torch's linear everywhere."""
         return None, "torch linear"
 
+    def block_kernel(self) -> tuple[Any, str]:
+        """Decoder blocks for decode steps, (blocks, x, ropes, layout, cache) → output or None to
+        decline, and its name for `--explain`. The default: none, the modules op by op."""
+        return None, "modules op by op"
+
     def block_diagonal_kernel(self) -> str:
         """Name of the kernel `block_diagonal_attention` uses, for `--explain`."""
         return "matmul + softmax (float32) + matmul, dense block-diagonal boolean mask"

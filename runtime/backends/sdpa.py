@@ -27,6 +27,16 @@ class SDPABackend(Backend):
             return small_linear, "zoo small-GEMM (native AVX2, float32 CPU, 1-32 rows: decode steps); torch linear otherwise"
         return None, f"torch linear (zoo small-GEMM unavailable: {why})"
 
+    def block_kernel(self) -> tuple[Any, str]:
+        from ..kernels import precheck
+        from ..kernels.block_step import decoder_stack_step
+
+        ok, why = precheck()
+        if ok:
+            return decoder_stack_step, ("zoo native step (float32 CPU, <= 32 rows over an unpadded cache: all "
+                                        "LLaMA-style blocks in one call); modules op by op otherwise")
+        return None, f"modules op by op (zoo native block step unavailable: {why})"
+
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout,
                   window: int | None, scale: float) -> torch.Tensor:
         gqa = q.shape[1] != k.shape[1]

@@ -1,7 +1,8 @@
 """Native CPU kernels, compiled on first use with the machine's C compiler and loaded by ctypes.
 
-One kernel so far: `small_gemm.c`, the float32 linear layer of decode steps (1..32 rows), which
-runs at close to memory bandwidth where MKL's GEMV does not (docs/backends.md). The library is
+Two kernels: `small_gemm.c`, the float32 linear layer of decode steps (1..32 rows), which runs
+at close to memory bandwidth where MKL's GEMV does not (docs/backends.md), and `block_step.c`, a
+whole LLaMA-style decoder block for such a step in one call (`block_step.py`). The library is
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
 atomically, so concurrent processes never load a half-written file. Where it cannot be built
 (no compiler, no AVX2/FMA, a compile error) or ZOO_KERNELS=0, `small_linear` returns None and the
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("small_gemm.c")
+SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c")]
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 MAX_ROWS = 32  # beyond this MKL's GEMM does well; below it, its small-M paths do not
 
@@ -64,15 +65,15 @@ def _cache_dir() -> Path:
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     assert cc is not None
-    src = SOURCE.read_bytes()
+    src = b"".join(p.read_bytes() for p in SOURCES)
     key = hashlib.sha256(src + " ".join([cc, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"small_gemm-{key}.so"
+    target = _cache_dir() / f"zoo_kernels-{key}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+            proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-400:]}")
             os.replace(tmp, target)
@@ -88,7 +89,16 @@ def _build() -> ctypes.CDLL:
     lib.zoo_small_bgemm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.zoo_small_bgemm.restype = ctypes.c_int
+    from .block_step import declare
+
+    declare(lib)
     return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, built on first use; None where it cannot be."""
+    small_gemm_status()
+    return _lib
 
 
 def small_gemm_status() -> tuple[bool, str]:

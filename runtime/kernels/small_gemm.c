@@ -92,8 +92,17 @@ int zoo_small_bgemm(const float *x, const float *w, float *y, int64_t B, int64_t
     return 0;
 }
 
+/* One thread's share of a small GEMM: weight rows [n0, n1) for all M input rows (8 at a time).
+ * For callers that run their own parallel region (block_step.c). */
+void zoo_gemm_rows(const float *x, const float *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K) {
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
+        int64_t mm = M - m0 < 8 ? M - m0 : 8;
+        KERNELS[mm](x + m0 * K, w, y + m0 * N, n0, n1, N, K);
+    }
+}
+
 int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
     return zoo_small_bgemm(x, w, y, 1, M, N, K);
 }
 
-int zoo_kernels_abi(void) { return 2; }
+int zoo_kernels_abi(void) { return 3; }

@@ -58,12 +58,14 @@ class CausalLM(nn.Module):
 
     # ------------------------------------------------------------------ setup
     _linear: Any = None  # the backend's linear kernel, for the output projection
+    _step: Any = None  # the backend's kernel for a decode step through a run of blocks (or None)
 
     def set_backend(self, backend: Backend) -> None:
         self.backend = backend
         for blk in self.attention_layers():
             blk.attn.backend = backend
         self._linear = bind_linear(self, backend)
+        self._step, _ = backend.block_kernel()
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
@@ -151,7 +153,13 @@ class CausalLM(nn.Module):
 
     def run_blocks(self, blocks: Any, x: torch.Tensor, positions: torch.Tensor, layout: AttentionLayout,
                    cache: KVCache | None, tables: dict[Any, Any]) -> torch.Tensor:
-        """Apply `blocks` in order; RoPE tables are built once per distinct (head_dim, rope) and shared."""
+        """Apply `blocks` in order; RoPE tables are built once per distinct (head_dim, rope) and shared.
+        Decode steps go to the backend's step kernel when it takes them (all blocks in one call)."""
+        if self._step is not None and cache is not None:
+            ropes = [self.rope_for(blk, positions, x.dtype, tables) for blk in blocks]
+            y = self._step(blocks, x, ropes, layout, cache)
+            if y is not None:
+                return y
         for blk in blocks:
             x = blk(x, self.rope_for(blk, positions, x.dtype, tables), layout, cache)
         return x
@@ -185,10 +193,12 @@ class CausalLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,
-                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) in float32."""
-        return self.logits(self.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
-                                              cache=cache, segment_ids=segment_ids))
+                segment_ids: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, vocab) in float32; with `last_only`, the last position's (B, 1, vocab):
+        a generation prefill needs no more, and skips the output head over the whole prompt."""
+        h = self.hidden_states(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
+                               segment_ids=segment_ids)
+        return self.logits(h[:, -1:] if last_only else h)
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
              attention_mask: torch.Tensor | None = None, ignore_index: int = -100) -> torch.Tensor:

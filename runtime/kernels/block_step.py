@@ -1,0 +1,162 @@
+"""A decode step through a stack of decoder blocks in one native call (block_step.c).
+
+At batch 1 a block is ~25 small torch ops around four matrix-vector products, and their
+dispatch costs about as much as the products. `decoder_stack_step` runs LLaMA-style blocks
+(RMSNorm, attention with optional half-split RoPE, GQA and sliding window, no biases, SwiGLU)
+in float32 on the CPU, for steps of at most 32 rows (batch x new tokens) over an unpadded
+dynamic KV cache, and declines everything else by returning None (the modules then run op by op).
+
+The ctypes argument array for a stack is built once and kept on its first block; every call
+checks that each parameter is still the same tensor at the same address (a `.to()`, a
+`load_state_dict(assign=True)` or a new cache rebuilds it), which costs ~50 us for 12 blocks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+MAX_ROWS = 32
+_PARAMS = ("attn_norm", "ffn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate", "ffn.up", "ffn.down")
+
+
+class _Block(ctypes.Structure):
+    _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len")]
+                + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
+                + [(n, ctypes.c_void_p) for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "wg", "wu", "wd",
+                                                  "cos", "sin", "kc", "vc")])
+
+
+def declare(lib: ctypes.CDLL) -> None:
+    lib.zoo_stack_step.argtypes = [ctypes.POINTER(_Block), ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    lib.zoo_stack_step.restype = ctypes.c_int
+    lib.zoo_block_work.argtypes = [ctypes.c_int64] * 8
+    lib.zoo_block_work.restype = ctypes.c_int64
+
+
+def structure(block: Any) -> tuple[bool, str]:
+    """Whether `block` has the shape the native step implements (dtypes and devices are checked
+    when the argument array is built)."""
+    from ..modules.decoder import Block
+    from ..modules.ffn import GatedFFN
+    from ..modules.norm import RMSNorm
+
+    if type(block) is not Block:
+        return False, f"{type(block).__name__} is not a plain decoder block"
+    if not (isinstance(block.attn_norm, RMSNorm) and isinstance(block.ffn_norm, RMSNorm)):
+        return False, "norm is not RMSNorm"
+    if block.attn_norm.eps != block.ffn_norm.eps:
+        return False, "the two norms' eps differ"
+    a = block.attn
+    if any(lin.bias is not None for lin in (a.q, a.k, a.v, a.o)):
+        return False, "attention has biases"
+    if a.cfg.head_dim % 2 or a.cfg.n_heads % a.cfg.n_kv_heads:
+        return False, "odd head_dim or uneven GQA groups"
+    f = block.ffn
+    if not isinstance(f, GatedFFN) or f.act is not F.silu:
+        return False, "ffn is not SwiGLU"
+    if any(lin.bias is not None for lin in (f.gate, f.up, f.down)):
+        return False, "ffn has biases"
+    return True, "LLaMA-style block"
+
+
+def _ok(t: torch.Tensor) -> bool:
+    return t.dtype is torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+
+
+class _Plan:
+    """The argument array for one stack and one cache, and what it was built from."""
+
+    def __init__(self, blocks: Sequence[Any], cache: Any):
+        self.slots: list[tuple[dict, Any]] = []  # (module._parameters, a weak reference to the weight it held)
+        self.ptrs: list[int] = []
+        self.args = (_Block * len(blocks))()
+        self.cache = weakref.ref(cache)
+        self.ok = True
+        self.lock = threading.Lock()  # the array holds per-step pointers (RoPE tables): one step at a time
+        self._work: dict[tuple[int, int], int] = {}
+        self.dims: list[tuple[int, ...]] = []
+        for arg, blk in zip(self.args, blocks):
+            mods = [blk.get_submodule(n) for n in _PARAMS]
+            weights = [m._parameters["weight"] for m in mods]
+            if not all(_ok(w) for w in weights):
+                self.ok = False
+                return
+            self.slots += [(m._parameters, weakref.ref(w)) for m, w in zip(mods, weights)]
+            self.ptrs += [w.data_ptr() for w in weights]
+            a, f = blk.attn, blk.ffn
+            c = a.cfg
+            kc, vc = cache.k[a.layer], cache.v[a.layer]
+            if not (_ok(kc) and _ok(vc)):
+                self.ok = False
+                return
+            hidden = f.gate.weight.shape[0]
+            arg.D, arg.H, arg.Hkv, arg.hd, arg.F = a.q.weight.shape[1], c.n_heads, c.n_kv_heads, c.head_dim, hidden
+            arg.window, arg.max_len, arg.eps, arg.scale = c.sliding_window or 0, kc.shape[2], blk.attn_norm.eps, a.scale
+            (arg.attn_norm, arg.ffn_norm, arg.wq, arg.wk, arg.wv, arg.wo, arg.wg, arg.wu,
+             arg.wd) = [w.data_ptr() for w in weights]
+            arg.kc, arg.vc = kc.data_ptr(), vc.data_ptr()
+            self.dims.append((arg.D, c.n_heads, c.n_kv_heads, c.head_dim, hidden, kc.shape[2]))
+        self.batch = cache.batch
+        self.rope_dim = [blk.attn.cfg.head_dim for blk in blocks]
+
+    def valid(self, cache: Any) -> bool:
+        if self.cache() is not cache:
+            return False
+        for (params, ref), p in zip(self.slots, self.ptrs):
+            w = params["weight"]
+            if w is not ref() or w.data_ptr() != p:
+                return False
+        return True
+
+    def work(self, lib: ctypes.CDLL, rows: int, threads: int) -> int:
+        """Scratch floats for a step of `rows` rows on `threads` threads (the largest block's)."""
+        key = (rows, threads)
+        if key not in self._work:
+            self._work[key] = max(lib.zoo_block_work(rows, *d[:5], d[5], threads) for d in self.dims)
+        return self._work[key]
+
+
+def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[Any], layout: Any,
+                       cache: Any) -> torch.Tensor | None:
+    """`blocks` applied in order to x (B, T, dim) for a decode step, their KV cache layers written;
+    None (nothing written) where the native step does not apply."""
+    from . import library
+
+    if cache is None or cache.static or layout.key_valid is not None or layout.segments is not None or not blocks:
+        return None
+    b, t, _ = x.shape
+    if b * t > MAX_ROWS or b != cache.batch or not _ok(x):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or blocks[0].attn.q.weight.requires_grad):
+        return None
+    plans = blocks[0].__dict__.setdefault("_native_plans", {})
+    key = tuple(map(id, blocks))
+    plan = plans.get(key)
+    if plan is None or not plan.valid(cache):
+        if not all(structure(blk)[0] for blk in blocks):
+            return None
+        plan = plans[key] = _Plan(blocks, cache)
+    if not plan.ok:
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    for rope, hd in zip(ropes, plan.rope_dim):
+        if rope is not None and (not (_ok(rope[0]) and _ok(rope[1])) or rope[0].numel() != b * t * hd):
+            return None
+    threads = torch.get_num_threads()
+    work = torch.empty(plan.work(lib, b * t, threads), dtype=torch.float32)
+    y = x.clone(memory_format=torch.contiguous_format)
+    with plan.lock:
+        for arg, rope in zip(plan.args, ropes):
+            arg.cos, arg.sin = (None, None) if rope is None else (rope[0].data_ptr(), rope[1].data_ptr())
+        rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, y.data_ptr(), work.data_ptr())
+    return y if rc == 0 else None
