@@ -56,7 +56,7 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
     out: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
     step_end = getattr(getattr(model, "backend", None), "step_end", lambda: None)
-    logits = model(tokens, attention_mask=mask, cache=cache, **(prefill_kwargs or {}))[:, -1]
+    logits = model(tokens, attention_mask=mask, cache=cache, last_only=True, **(prefill_kwargs or {}))[:, -1]
     for step in range(max_new_tokens):
         nxt = sample(logits, temperature, top_k, top_p, generator)
         step_end()

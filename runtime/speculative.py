@@ -56,7 +56,7 @@ def speculative_generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequ
                 done[i] = t in stops or len(out[i]) >= max_new_tokens
 
     # guess[:, 0] is head 0's next token (certain); guess[:, 1:] are the drafts after it
-    guess = model(tokens, attention_mask=mask, cache=cache, all_heads=True)[:, -1].argmax(-1)
+    guess = model(tokens, attention_mask=mask, cache=cache, all_heads=True, last_only=True)[:, -1].argmax(-1)
     step_end()
     while not all(done):
         cur = guess[:, : 1 + k]

@@ -55,29 +55,33 @@ class MultiTokenLM(CausalLM):
         h = self.run_blocks(self.blocks, self.embed(tokens), positions, layout, cache, tables)
         return h, (positions, layout, cache, tables)
 
-    def head_logits(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int]) -> torch.Tensor:
-        """(B, T, len(heads), vocab) float32 logits of the chosen heads over the trunk output."""
+    def head_logits(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int], last_only: bool = False) -> torch.Tensor:
+        """(B, T, len(heads), vocab) float32 logits of the chosen heads over the trunk output
+        (T = 1, the last position, with `last_only`: the heads still fill their caches)."""
         positions, layout, cache, tables = ctx
+        keep = slice(-1, None) if last_only else slice(None)
         if self._grouped(heads, cache):
             rope = self.rope_for(self.heads[0], positions, h.dtype, tables)
             hs = self._group.forward(h, rope, layout, cache)  # type: ignore[union-attr]
-            logits = self.logits(self.norm(hs)).permute(1, 2, 0, 3)
+            logits = self.logits(self.norm(hs[:, :, keep])).permute(1, 2, 0, 3)
         else:
             logits = torch.stack([self.logits(self.norm(self.run_blocks([self.heads[i]], h, positions, layout, cache,
-                                                                        tables))) for i in heads], dim=2)
+                                                                        tables)[:, keep])) for i in heads], dim=2)
         if cache is not None:
             cache.length = layout.start + layout.q_len
         return logits
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,
-                segment_ids: torch.Tensor | None = None, all_heads: bool = False) -> torch.Tensor:
+                segment_ids: torch.Tensor | None = None, all_heads: bool = False,
+                last_only: bool = False) -> torch.Tensor:
         """Head 0's logits (B, T, vocab); with all_heads, every head's: (B, T, n, vocab), where
-        [:, t, i] predicts token t+i+1. A cache used for decoding should see the same choice of
-        all_heads at every step (heads left out do not fill their cache)."""
+        [:, t, i] predicts token t+i+1; with last_only, T = 1 (the last position). A cache used
+        for decoding should see the same choice of all_heads at every step (heads left out do
+        not fill their cache)."""
         h, ctx = self.trunk(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
                             segment_ids=segment_ids)
-        logits = self.head_logits(h, ctx, range(self.n_future) if all_heads else [0])
+        logits = self.head_logits(h, ctx, range(self.n_future) if all_heads else [0], last_only)
         return logits if all_heads else logits[:, :, 0]
 
     def hidden_states(self, tokens: torch.Tensor, **kw) -> torch.Tensor:  # type: ignore[override]

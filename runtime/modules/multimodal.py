@@ -86,16 +86,19 @@ class VisionLanguageLM(CausalLM):
 
     def forward(self, tokens: torch.Tensor, *, images: Sequence[torch.Tensor] | None = None,  # type: ignore[override]
                 attention_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                cache: KVCache | None = None, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) in float32; `images` fill the [IMG] positions of `tokens`.
+                cache: KVCache | None = None, segment_ids: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, vocab) in float32 (the last position's with `last_only`); `images` fill
+        the [IMG] positions of `tokens`.
         Without images, a prompt (no cache, or an empty one) may hold no [IMG] token; decode
         steps against a filled cache may (a sampled [IMG] is then an ordinary token)."""
         if images is not None or cache is None or cache.length == 0:
             embeds = self.embed_with_images(tokens, images or [])
         else:
             embeds = None
-        return self.logits(self.hidden_states(tokens, attention_mask=attention_mask, positions=positions,
-                                              cache=cache, segment_ids=segment_ids, embeds=embeds))
+        h = self.hidden_states(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
+                               segment_ids=segment_ids, embeds=embeds)
+        return self.logits(h[:, -1:] if last_only else h)
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,  # type: ignore[override]
              images: Sequence[torch.Tensor] | None = None, attention_mask: torch.Tensor | None = None,
