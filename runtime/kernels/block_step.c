@@ -13,7 +13,7 @@
  * Python until the last block is done.
  *
  * Semantics equal runtime/modules (float32): RMSNorm x * rsqrt(mean(x^2) + eps) * w; half-split
- * RoPE with the caller's cos/sin tables; causal attention over cache slots (a query at slot s sees
+ * RoPE with the caller's cos/sin tables (shared by the blocks); causal attention over cache slots (a query at slot s sees
  * slots <= s, and with a window w only slots > s - w), softmax in float32; GQA by head groups.
  */
 #include <immintrin.h>
@@ -27,10 +27,9 @@ void zoo_gemm_rows(const float *x, const float *w, float *y, int64_t M, int64_t 
 #define TILE 16 /* weight rows per task */
 
 typedef struct {               /* one block: shapes, parameters, its cache layer */
-    int64_t D, H, Hkv, hd, F, window, max_len;
+    int64_t D, H, Hkv, hd, F, window, max_len, rope; /* rope: 1 = rotate q and k with the step's tables */
     float eps, scale;
     const float *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *wg, *wu, *wd;
-    const float *cos, *sin; /* (B, T, hd) each, or NULL: no RoPE */
     float *kc, *vc;         /* (B, Hkv, max_len, hd) */
 } zoo_block;
 
@@ -84,7 +83,8 @@ static int check(const zoo_block *p, int64_t B, int64_t T, int64_t start) {
 
 /* one block's phases, called by every thread of the enclosing parallel region (the worksharing
  * loops bind to it; each ends in a barrier) */
-static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start, float *x, float *work, int tid) {
+static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start, const float *cos,
+                         const float *sin, float *x, float *work, int tid) {
     const int64_t R = B * T, D = p->D, H = p->H, Hkv = p->Hkv, hd = p->hd, F = p->F;
     const int64_t qn = H * hd, kvn = Hkv * hd, rep = H / Hkv;
     float *xn = work, *q = xn + R * D, *k = q + R * qn, *v = k + R * kvn, *att = v + R * kvn;
@@ -111,11 +111,11 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
         for (int64_t i = 0; i < R * (H + Hkv); i++) {
             int64_t r = i / (H + Hkv), h = i % (H + Hkv), b = r / T, t = r % T;
             if (h < H) {
-                if (p->cos) rope(q + r * qn + h * hd, p->cos + r * hd, p->sin + r * hd, hd);
+                if (p->rope) rope(q + r * qn + h * hd, cos + r * hd, sin + r * hd, hd);
             } else {
                 int64_t gh = h - H;
                 float *kk = k + r * kvn + gh * hd;
-                if (p->cos) rope(kk, p->cos + r * hd, p->sin + r * hd, hd);
+                if (p->rope) rope(kk, cos + r * hd, sin + r * hd, hd);
                 int64_t slot = ((b * Hkv + gh) * p->max_len + start + t) * hd;
                 memcpy(p->kc + slot, kk, hd * sizeof(float));
                 memcpy(p->vc + slot, v + r * kvn + gh * hd, hd * sizeof(float));
@@ -186,19 +186,21 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
 }
 
 /* n blocks in order over x (B * T, D), in place, in one parallel region: `work` holds
- * zoo_block_work(...) floats for the largest block. Nonzero (and nothing written) on bad shapes. */
+ * zoo_block_work(...) floats for the largest block; cos and sin (B, T, hd) are the RoPE tables of
+ * every block with rope = 1 (one head_dim). Nonzero (and nothing written) on bad shapes. */
 int zoo_stack_step(const zoo_block *blocks, int64_t n, int64_t B, int64_t T, int64_t start, int64_t nthreads,
-                   float *x, float *work) {
+                   const float *cos, const float *sin, float *x, float *work) {
     if (n < 1 || nthreads < 1) return 3;
     for (int64_t l = 0; l < n; l++) {
         int rc = check(blocks + l, B, T, start);
         if (rc) return rc;
         if (blocks[l].D != blocks[0].D) return 4;
+        if (blocks[l].rope && (!cos || !sin)) return 5;
     }
 #pragma omp parallel num_threads((int)nthreads)
     {
         const int tid = omp_get_thread_num();
-        for (int64_t l = 0; l < n; l++) block_phases(blocks + l, B, T, start, x, work, tid);
+        for (int64_t l = 0; l < n; l++) block_phases(blocks + l, B, T, start, cos, sin, x, work, tid);
     }
     return 0;
 }

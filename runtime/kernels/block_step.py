@@ -14,7 +14,6 @@ checks that each parameter is still the same tensor at the same address (a `.to(
 from __future__ import annotations
 
 import ctypes
-import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -27,15 +26,16 @@ _PARAMS = ("attn_norm", "ffn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "ffn
 
 
 class _Block(ctypes.Structure):
-    _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len")]
+    _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len", "rope")]
                 + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
                 + [(n, ctypes.c_void_p) for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "wg", "wu", "wd",
-                                                  "cos", "sin", "kc", "vc")])
+                                                  "kc", "vc")])
 
 
 def declare(lib: ctypes.CDLL) -> None:
     lib.zoo_stack_step.argtypes = [ctypes.POINTER(_Block), ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                   ctypes.c_void_p, ctypes.c_void_p]
     lib.zoo_stack_step.restype = ctypes.c_int
     lib.zoo_block_work.argtypes = [ctypes.c_int64] * 8
     lib.zoo_block_work.restype = ctypes.c_int64
@@ -75,12 +75,11 @@ class _Plan:
     """The argument array for one stack and one cache, and what it was built from."""
 
     def __init__(self, blocks: Sequence[Any], cache: Any):
-        self.slots: list[tuple[dict, Any]] = []  # (module._parameters, a weak reference to the weight it held)
-        self.ptrs: list[int] = []
+        # (module._parameters, a weak reference to the weight it held, that weight's address)
+        self.slots: list[tuple[dict, Any, int]] = []
         self.args = (_Block * len(blocks))()
         self.cache = weakref.ref(cache)
         self.ok = True
-        self.lock = threading.Lock()  # the array holds per-step pointers (RoPE tables): one step at a time
         self._work: dict[tuple[int, int], int] = {}
         self.dims: list[tuple[int, ...]] = []
         for arg, blk in zip(self.args, blocks):
@@ -89,8 +88,7 @@ class _Plan:
             if not all(_ok(w) for w in weights):
                 self.ok = False
                 return
-            self.slots += [(m._parameters, weakref.ref(w)) for m, w in zip(mods, weights)]
-            self.ptrs += [w.data_ptr() for w in weights]
+            self.slots += [(m._parameters, weakref.ref(w), w.data_ptr()) for m, w in zip(mods, weights)]
             a, f = blk.attn, blk.ffn
             c = a.cfg
             kc, vc = cache.k[a.layer], cache.v[a.layer]
@@ -100,17 +98,19 @@ class _Plan:
             hidden = f.gate.weight.shape[0]
             arg.D, arg.H, arg.Hkv, arg.hd, arg.F = a.q.weight.shape[1], c.n_heads, c.n_kv_heads, c.head_dim, hidden
             arg.window, arg.max_len, arg.eps, arg.scale = c.sliding_window or 0, kc.shape[2], blk.attn_norm.eps, a.scale
+            arg.rope = c.rope is not None
             (arg.attn_norm, arg.ffn_norm, arg.wq, arg.wk, arg.wv, arg.wo, arg.wg, arg.wu,
              arg.wd) = [w.data_ptr() for w in weights]
             arg.kc, arg.vc = kc.data_ptr(), vc.data_ptr()
             self.dims.append((arg.D, c.n_heads, c.n_kv_heads, c.head_dim, hidden, kc.shape[2]))
-        self.batch = cache.batch
-        self.rope_dim = [blk.attn.cfg.head_dim for blk in blocks]
+        roped = {blk.attn.cfg.head_dim for blk in blocks if blk.attn.cfg.rope is not None}
+        self.ok = len(roped) <= 1  # one RoPE table size for the whole stack
+        self.rope_dim = roped.pop() if len(roped) == 1 else 0
 
     def valid(self, cache: Any) -> bool:
         if self.cache() is not cache:
             return False
-        for (params, ref), p in zip(self.slots, self.ptrs):
+        for params, ref, p in self.slots:
             w = params["weight"]
             if w is not ref() or w.data_ptr() != p:
                 return False
@@ -149,14 +149,17 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     lib = library()
     if lib is None:
         return None
-    for rope, hd in zip(ropes, plan.rope_dim):
-        if rope is not None and (not (_ok(rope[0]) and _ok(rope[1])) or rope[0].numel() != b * t * hd):
+    cos = sin = None
+    if plan.rope_dim:  # the blocks' tables are one pair, built once per forward
+        rope = next(r for r in ropes if r is not None)
+        if any(r is not rope for r in ropes if r is not None):
+            return None
+        cos, sin = rope
+        if not (_ok(cos) and _ok(sin)) or cos.numel() != b * t * plan.rope_dim:
             return None
     threads = torch.get_num_threads()
     work = torch.empty(plan.work(lib, b * t, threads), dtype=torch.float32)
     y = x.clone(memory_format=torch.contiguous_format)
-    with plan.lock:
-        for arg, rope in zip(plan.args, ropes):
-            arg.cos, arg.sin = (None, None) if rope is None else (rope[0].data_ptr(), rope[1].data_ptr())
-        rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, y.data_ptr(), work.data_ptr())
+    rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, cos.data_ptr() if cos is not None else None,
+                            sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr())
     return y if rc == 0 else None

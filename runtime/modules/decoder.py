@@ -167,11 +167,14 @@ class CausalLM(nn.Module):
     @staticmethod
     def rope_for(blk: Block, positions: torch.Tensor, dtype: torch.dtype, tables: dict[Any, Any]) -> Any:
         """The block's RoPE (cos, sin), built once per distinct (head_dim, rope) per forward."""
-        ac = blk.attn.cfg
-        if ac.rope is None:
+        key = blk.__dict__.get("_rope_key")
+        if key is None:  # once per block: hashing the config on every step costs more than the lookup
+            ac = blk.attn.cfg
+            key = blk.__dict__["_rope_key"] = "" if ac.rope is None else f"{ac.head_dim}:{ac.rope!r}"
+        if not key:
             return None
-        key = (ac.head_dim, ac.rope)
         if key not in tables:
+            ac = blk.attn.cfg
             tables[key] = rope_tables(positions, ac.head_dim, ac.rope, dtype)
         return tables[key]
 
