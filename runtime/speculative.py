@@ -61,8 +61,9 @@ def speculative_generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequ
     while not all(done):
         cur = guess[:, : 1 + k]
         start = cache.length
-        logits = model(cur, cache=cache, all_heads=True)  # (B, 1+k, n, V)
-        pred = logits[:, :, 0].argmax(-1)  # head 0's token after each fed token
+        h, ctx = model.trunk(cur, cache=cache)
+        states = model.head_states(h, ctx, range(n_future))  # (n, B, 1+k, dim), every head's cache written
+        pred = model.logits(states[0]).argmax(-1)  # head 0's token after each fed token
         step_end()
         agree = (pred[:, :-1] == cur[:, 1:]).long().cumprod(-1).sum(-1)  # accepted drafts per row
         live = [i for i in range(len(rows)) if not done[i]]
@@ -72,5 +73,7 @@ def speculative_generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequ
         emit(cur[:, : 1 + accepted].tolist())
         stats.emitted += sum(len(o) for o in out) - before
         cache.rollback(start + 1 + accepted)
-        guess = logits[:, accepted].argmax(-1)
+        # the drafts' logits only where they are needed: after the last accepted token
+        drafts = model.logits(states[1:, :, accepted]).argmax(-1)  # (n-1, B)
+        guess = torch.cat([pred[:, accepted, None], drafts.T], 1)
     return out, stats

@@ -187,9 +187,11 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
 
 /* n blocks in order over x (B * T, D), in place, in one parallel region: `work` holds
  * zoo_block_work(...) floats for the largest block; cos and sin (B, T, hd) are the RoPE tables of
- * every block with rope = 1 (one head_dim). Nonzero (and nothing written) on bad shapes. */
+ * every block with rope = 1 (one head_dim). With `parallel`, the blocks are side by side instead
+ * (a multi-token model's heads): x holds n copies of the input, block l updates the l-th.
+ * Nonzero (and nothing written) on bad shapes. */
 int zoo_stack_step(const zoo_block *blocks, int64_t n, int64_t B, int64_t T, int64_t start, int64_t nthreads,
-                   const float *cos, const float *sin, float *x, float *work) {
+                   const float *cos, const float *sin, float *x, float *work, int64_t parallel) {
     if (n < 1 || nthreads < 1) return 3;
     for (int64_t l = 0; l < n; l++) {
         int rc = check(blocks + l, B, T, start);
@@ -200,7 +202,8 @@ int zoo_stack_step(const zoo_block *blocks, int64_t n, int64_t B, int64_t T, int
 #pragma omp parallel num_threads((int)nthreads)
     {
         const int tid = omp_get_thread_num();
-        for (int64_t l = 0; l < n; l++) block_phases(blocks + l, B, T, start, cos, sin, x, work, tid);
+        for (int64_t l = 0; l < n; l++)
+            block_phases(blocks + l, B, T, start, cos, sin, parallel ? x + l * B * T * blocks[0].D : x, work, tid);
     }
     return 0;
 }

@@ -35,7 +35,7 @@ class _Block(ctypes.Structure):
 def declare(lib: ctypes.CDLL) -> None:
     lib.zoo_stack_step.argtypes = [ctypes.POINTER(_Block), ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                    ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_void_p, ctypes.c_void_p]
+                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     lib.zoo_stack_step.restype = ctypes.c_int
     lib.zoo_block_work.argtypes = [ctypes.c_int64] * 8
     lib.zoo_block_work.restype = ctypes.c_int64
@@ -125,8 +125,9 @@ class _Plan:
 
 
 def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[Any], layout: Any,
-                       cache: Any) -> torch.Tensor | None:
+                       cache: Any, parallel: bool = False) -> torch.Tensor | None:
     """`blocks` applied in order to x (B, T, dim) for a decode step, their KV cache layers written;
+    with `parallel`, each block to x on its own (a multi-token model's heads): (n, B, T, dim).
     None (nothing written) where the native step does not apply."""
     from . import library
 
@@ -159,7 +160,7 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
             return None
     threads = torch.get_num_threads()
     work = torch.empty(plan.work(lib, b * t, threads), dtype=torch.float32)
-    y = x.clone(memory_format=torch.contiguous_format)
+    y = x.expand(len(blocks), *x.shape).contiguous() if parallel else x.clone(memory_format=torch.contiguous_format)
     rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, cos.data_ptr() if cos is not None else None,
-                            sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr())
+                            sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr(), int(parallel))
     return y if rc == 0 else None

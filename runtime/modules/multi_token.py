@@ -55,21 +55,29 @@ class MultiTokenLM(CausalLM):
         h = self.run_blocks(self.blocks, self.embed(tokens), positions, layout, cache, tables)
         return h, (positions, layout, cache, tables)
 
+    def head_states(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int]) -> torch.Tensor:
+        """(len(heads), B, T, dim): the chosen heads' final-norm hidden states over the trunk
+        output, their KV caches written. At inference the heads run side by side: the backend's
+        native step where it applies, else as one batched block (all heads, head_group.py)."""
+        positions, layout, cache, tables = ctx
+        blocks = [self.heads[i] for i in heads]
+        hs = None
+        if self._step is not None and cache is not None:
+            rope = [self.rope_for(b, positions, h.dtype, tables) for b in blocks]
+            hs = self._step(blocks, h, rope, layout, cache, parallel=True)
+        if hs is None and self._grouped(heads, cache):
+            hs = self._group.forward(h, self.rope_for(blocks[0], positions, h.dtype, tables), layout, cache)  # type: ignore[union-attr]
+        if hs is None:
+            hs = torch.stack([self.run_blocks([b], h, positions, layout, cache, tables) for b in blocks])
+        if cache is not None:
+            cache.length = layout.start + layout.q_len
+        return self.norm(hs)
+
     def head_logits(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int], last_only: bool = False) -> torch.Tensor:
         """(B, T, len(heads), vocab) float32 logits of the chosen heads over the trunk output
         (T = 1, the last position, with `last_only`: the heads still fill their caches)."""
-        positions, layout, cache, tables = ctx
-        keep = slice(-1, None) if last_only else slice(None)
-        if self._grouped(heads, cache):
-            rope = self.rope_for(self.heads[0], positions, h.dtype, tables)
-            hs = self._group.forward(h, rope, layout, cache)  # type: ignore[union-attr]
-            logits = self.logits(self.norm(hs[:, :, keep])).permute(1, 2, 0, 3)
-        else:
-            logits = torch.stack([self.logits(self.norm(self.run_blocks([self.heads[i]], h, positions, layout, cache,
-                                                                        tables)[:, keep])) for i in heads], dim=2)
-        if cache is not None:
-            cache.length = layout.start + layout.q_len
-        return logits
+        hs = self.head_states(h, ctx, heads)
+        return self.logits(hs[:, :, -1:] if last_only else hs).permute(1, 2, 0, 3)
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,

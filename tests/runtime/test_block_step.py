@@ -23,8 +23,8 @@ def spy(model: Any) -> list[bool]:
     taken: list[bool] = []
     inner = model._step
 
-    def step(*a: Any) -> Any:
-        y = inner(*a)
+    def step(*a: Any, **kw: Any) -> Any:
+        y = inner(*a, **kw)
         taken.append(y is not None)
         return y
 
@@ -143,3 +143,24 @@ def test_explain_names_it() -> None:
     assert rows and "native step" in rows[0].kernel
     c = zoo.compile("llama-2-7b", backend="eager")
     assert [k.kernel for k in c.kernels if k.kind == "decode step"] == ["modules op by op"]
+
+
+@pytest.mark.parametrize("batch, t", [(1, 1), (1, 4), (2, 4)])
+def test_heads_side_by_side_equal_the_loop(batch: int, t: int) -> None:
+    """A multi-token model's heads as parallel native blocks == eager's one head after another,
+    logits and every head's cache layer."""
+    over = ["arch.dim=64", "arch.attention.n_heads=4", "arch.ffn.hidden_dim=96", "arch.vocab_size=300"]
+    m, ref = pair("tiny/tiny-code", over)
+    taken = spy(m)
+    tokens = torch.randint(0, 300, (batch, 10 + t), generator=torch.Generator().manual_seed(t))
+    out = []
+    for model in (m, ref):
+        cache = model.new_cache(batch, 32)
+        with torch.no_grad():
+            model(tokens[:, :10], cache=cache, all_heads=True)
+            out.append((model(tokens[:, 10:], cache=cache, all_heads=True), cache))
+    torch.testing.assert_close(out[0][0], out[1][0], atol=1e-5, rtol=1e-5)
+    for layer in range(len(out[0][1].k)):
+        torch.testing.assert_close(out[0][1].k[layer][:, :, :10 + t], out[1][1].k[layer][:, :, :10 + t],
+                                   atol=1e-5, rtol=1e-5)
+    assert taken[-2:] == [True, True]  # the step's trunk, then its heads side by side
