@@ -61,16 +61,20 @@ def speculative_generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequ
     while not all(done):
         cur = guess[:, : 1 + k]
         start = cache.length
-        h, ctx = model.trunk(cur, cache=cache)
-        states = model.head_states(h, ctx, range(n_future))  # (n, B, 1+k, dim), every head's cache written
+        states = model.states(cur, cache=cache)  # (n, B, 1+k, dim), every head's cache written
         pred = model.logits(states[0]).argmax(-1)  # head 0's token after each fed token
         step_end()
-        agree = (pred[:, :-1] == cur[:, 1:]).long().cumprod(-1).sum(-1)  # accepted drafts per row
-        live = [i for i in range(len(rows)) if not done[i]]
-        accepted = int(agree[live].min()) if live else 0
+        fed, said = cur.tolist(), pred.tolist()
+        accepted = k
+        for i in range(len(rows)):  # the drafts every unfinished row accepted
+            if not done[i]:
+                a = 0
+                while a < accepted and said[i][a] == fed[i][a + 1]:
+                    a += 1
+                accepted = a
         stats.forwards += 1
         before = sum(len(o) for o in out)
-        emit(cur[:, : 1 + accepted].tolist())
+        emit([row[: 1 + accepted] for row in fed])
         stats.emitted += sum(len(o) for o in out) - before
         cache.rollback(start + 1 + accepted)
         # the drafts' logits only where they are needed: after the last accepted token

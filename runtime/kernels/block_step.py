@@ -125,9 +125,10 @@ class _Plan:
 
 
 def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[Any], layout: Any,
-                       cache: Any, parallel: bool = False) -> torch.Tensor | None:
-    """`blocks` applied in order to x (B, T, dim) for a decode step, their KV cache layers written;
-    with `parallel`, each block to x on its own (a multi-token model's heads): (n, B, T, dim).
+                       cache: Any, parallel: int = 0) -> torch.Tensor | None:
+    """`blocks` applied in order to x (B, T, dim) for a decode step, their KV cache layers
+    written. With `parallel` = p > 0, the last p blocks run side by side on the output of the
+    others (a multi-token model's heads over its trunk), and the result is (p, B, T, dim).
     None (nothing written) where the native step does not apply."""
     from . import library
 
@@ -160,7 +161,14 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
             return None
     threads = torch.get_num_threads()
     work = torch.empty(plan.work(lib, b * t, threads), dtype=torch.float32)
-    y = x.expand(len(blocks), *x.shape).contiguous() if parallel else x.clone(memory_format=torch.contiguous_format)
+    parallel = int(parallel)
+    if not 0 <= parallel <= len(blocks):
+        raise ValueError(f"parallel={parallel} with {len(blocks)} blocks")
+    if parallel:
+        y = torch.empty(parallel, *x.shape, dtype=x.dtype)
+        y[0] = x
+    else:
+        y = x.clone(memory_format=torch.contiguous_format)
     rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, cos.data_ptr() if cos is not None else None,
-                            sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr(), int(parallel))
+                            sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr(), parallel)
     return y if rc == 0 else None

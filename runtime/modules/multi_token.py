@@ -64,7 +64,7 @@ class MultiTokenLM(CausalLM):
         hs = None
         if self._step is not None and cache is not None:
             rope = [self.rope_for(b, positions, h.dtype, tables) for b in blocks]
-            hs = self._step(blocks, h, rope, layout, cache, parallel=True)
+            hs = self._step(blocks, h, rope, layout, cache, parallel=len(blocks))
         if hs is None and self._grouped(heads, cache):
             hs = self._group.forward(h, self.rope_for(blocks[0], positions, h.dtype, tables), layout, cache)  # type: ignore[union-attr]
         if hs is None:
@@ -72,6 +72,29 @@ class MultiTokenLM(CausalLM):
         if cache is not None:
             cache.length = layout.start + layout.q_len
         return self.norm(hs)
+
+    def states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None, cache: KVCache | None = None,
+               segment_ids: torch.Tensor | None = None, heads: Sequence[int] | None = None) -> torch.Tensor:
+        """(len(heads), B, T, dim): final-norm hidden states of the chosen heads (all by default),
+        their caches written. A decode step the backend's native kernel takes runs trunk and heads
+        in one call (the heads side by side); otherwise trunk, then `head_states`."""
+        heads = list(range(self.n_future)) if heads is None else list(heads)
+        if self._step is not None and cache is not None and segment_ids is None:
+            layout, positions = self._layout(tokens, attention_mask, positions, cache, None)
+            tables: dict = {}
+            x = self.embed(tokens)
+            blocks = list(self.blocks) + [self.heads[i] for i in heads]
+            hs = self._step(blocks, x, [self.rope_for(b, positions, x.dtype, tables) for b in blocks], layout, cache,
+                            parallel=len(heads))
+            if hs is not None:
+                cache.length = layout.start + layout.q_len
+                return self.norm(hs)
+            h = self.run_blocks(self.blocks, x, positions, layout, cache, tables)
+            return self.head_states(h, (positions, layout, cache, tables), heads)
+        h, ctx = self.trunk(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
+                            segment_ids=segment_ids)
+        return self.head_states(h, ctx, heads)
 
     def head_logits(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int], last_only: bool = False) -> torch.Tensor:
         """(B, T, len(heads), vocab) float32 logits of the chosen heads over the trunk output
@@ -87,19 +110,14 @@ class MultiTokenLM(CausalLM):
         [:, t, i] predicts token t+i+1; with last_only, T = 1 (the last position). A cache used
         for decoding should see the same choice of all_heads at every step (heads left out do
         not fill their cache)."""
-        h, ctx = self.trunk(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
-                            segment_ids=segment_ids)
-        logits = self.head_logits(h, ctx, range(self.n_future) if all_heads else [0], last_only)
+        hs = self.states(tokens, attention_mask=attention_mask, positions=positions, cache=cache,
+                         segment_ids=segment_ids, heads=range(self.n_future) if all_heads else [0])
+        logits = self.logits(hs[:, :, -1:] if last_only else hs).permute(1, 2, 0, 3)
         return logits if all_heads else logits[:, :, 0]
 
     def hidden_states(self, tokens: torch.Tensor, **kw) -> torch.Tensor:  # type: ignore[override]
         """Head 0's final-norm hidden states."""
-        h, ctx = self.trunk(tokens, **kw)
-        positions, layout, cache, tables = ctx
-        out = self.norm(self.run_blocks([self.heads[0]], h, positions, layout, cache, tables))
-        if cache is not None:
-            cache.length = layout.start + layout.q_len
-        return out
+        return self.states(tokens, heads=[0], **kw)[0]
 
     def generate_speculative(self, prompts, max_new_tokens: int = 32, **kw):  # type: ignore[no-untyped-def]
         """Greedy self-speculative decoding: (new tokens per row, SpeculativeStats)."""
