@@ -60,7 +60,9 @@ class ModelMixin:
     def generate_text(self, prompt: str | Sequence[str], max_new_tokens: int = 64, *, speculative: bool | None = None,
                       images: Sequence[Any] | None = None, **kw: Any) -> str | list[str]:
         """Complete text prompt(s); stops at EOS (and <EOT> on infilling models). Greedy
-        decoding of a multi-token model is self-speculative by default (same output, faster).
+        decoding of a float32 multi-token model is self-speculative by default (same output,
+        faster); in bf16/fp16 it is not, because verifying several tokens in one forward rounds
+        differently from one at a time, which can flip a near-tie and change the text.
         `images` (vision-language models): a list for one prompt, a list per prompt for a batch;
         `[IMG]` in a prompt marks where its next image goes, else its images come first."""
         if images is not None:
@@ -75,7 +77,8 @@ class ModelMixin:
         kw.setdefault("pad_id", tok.pad_id if getattr(tok, "pad_id", None) not in (None, -1) else 0)
         greedy = kw.get("temperature", 0.0) <= 0.0
         if speculative is None:
-            speculative = greedy and getattr(self, "n_future", 1) > 1
+            exact = all(p.dtype == torch.float32 for p in self.parameters())  # type: ignore[attr-defined]
+            speculative = greedy and getattr(self, "n_future", 1) > 1 and exact
         if speculative:
             if not greedy:
                 raise ValueError("speculative decoding is greedy: use temperature=0")
