@@ -109,7 +109,7 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
     _, linear = backend.linear_kernel()
     add("*", "linear", linear, "every projection (q/k/v/o, ffn, output)")
     _, step = backend.block_kernel()
-    add("blocks.*", "decode step", step, "a whole block per call where it applies")
+    add("blocks.*", "decode step", step, "all blocks of a decode step in one call where it applies")
     out = []
     for (_, kind, kernel, why), paths in groups.items():
         plain = [p for p in paths if not _INDEXED.match(p)]

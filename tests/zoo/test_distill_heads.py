@@ -7,7 +7,12 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.recipes.distill_heads import agreement, continuations, distill_loss, draft_params
+from zoo.recipes.distill_heads import (
+    agreement,
+    continuations,
+    distill_loss,
+    draft_params,
+)
 
 TINY = ["arch.dim=48", "arch.attention.n_heads=2", "arch.ffn.hidden_dim=64", "arch.vocab_size=64",
         "arch.n_layers=6"]
