@@ -62,9 +62,10 @@ def main() -> int:
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", help="float32, or bfloat16 (as tiny-code ships)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    m = zoo.load(args.model, dtype="float32").eval()
+    m = zoo.load(args.model, dtype=args.dtype).eval()
     tok = m.tokenizer
     prompts = prompts_from_held_out(tok, args.prompts, args.prompt_tokens)
     stops = [tok.eos_id]
@@ -85,7 +86,8 @@ def main() -> int:
         s_tokens += len(spec[0])
         forwards += stats.forwards
     print(f"model {args.model}: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M params, "
-          f"{m.n_future} heads, {args.threads} threads, {len(prompts)} held-out prompts of {args.prompt_tokens} tokens")
+          f"{m.n_future} heads, {args.dtype}, {args.threads} threads, {len(prompts)} held-out prompts of "
+          f"{args.prompt_tokens} tokens")
     print(f"\n{'decoding (batch 1)':<28} {'tokens/s':>9} {'tokens/forward':>15}")
     print(f"{'greedy (next-token)':<28} {g_tokens / g_time:>9.1f} {1.0:>15.2f}")
     print(f"{'self-speculative':<28} {s_tokens / s_time:>9.1f} {s_tokens / max(1, forwards):>15.2f}")

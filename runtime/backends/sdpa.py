@@ -20,11 +20,12 @@ class SDPABackend(Backend):
         return "torch sdpa (is_causal fast path; boolean mask for padding, windows, packing)"
 
     def linear_kernel(self) -> tuple[Any, str]:
-        from ..kernels import precheck, small_linear
+        from ..kernels import cpu_linear, precheck
 
         ok, why = precheck()
         if ok:
-            return small_linear, "zoo small-GEMM (native AVX2, float32 CPU, 1-32 rows: decode steps); torch linear otherwise"
+            return cpu_linear, ("zoo small-GEMM (native AVX2, CPU, float32 or bf16 weights, 1-32 rows: decode steps); "
+                                "bf16 prefill on AVX2 widened to float32; torch linear otherwise")
         return None, f"torch linear (zoo small-GEMM unavailable: {why})"
 
     def block_kernel(self) -> tuple[Any, str]:

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c")]
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
@@ -89,6 +90,8 @@ def _build() -> ctypes.CDLL:
     lib.zoo_small_bgemm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.zoo_small_bgemm.restype = ctypes.c_int
+    lib.zoo_small_gemm_bf16.argtypes = lib.zoo_small_gemm.argtypes
+    lib.zoo_small_gemm_bf16.restype = ctypes.c_int
     from .block_step import declare
 
     declare(lib)
@@ -118,10 +121,16 @@ def small_gemm_status() -> tuple[bool, str]:
     return _status
 
 
-def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """float32 CPU tensors, a contiguous weight, no autograd wanted, and a kernel on this machine."""
-    if x.dtype is not torch.float32 or weight.dtype is not torch.float32 or x.device.type != "cpu" \
-            or weight.device.type != "cpu" or not weight.is_contiguous():
+def _applies(x: torch.Tensor, weight: torch.Tensor, bf16: bool = False) -> bool:
+    """CPU tensors, a contiguous weight, no autograd wanted, and a kernel on this machine; float32
+    weights with float32 inputs, or (where `bf16` is allowed) bfloat16 weights with float32 or
+    bfloat16 inputs."""
+    if x.device.type != "cpu" or weight.device.type != "cpu" or not weight.is_contiguous():
+        return False
+    if weight.dtype is torch.float32:
+        if x.dtype is not torch.float32:
+            return False
+    elif not (bf16 and weight.dtype is torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16)):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
@@ -144,17 +153,35 @@ def small_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
 
 
 def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """x @ weight.T (+ bias) with the native kernel, or None when it does not apply: not
-    float32 CPU tensors, more than MAX_ROWS rows, autograd wanted, or no kernel on this machine."""
+    """x @ weight.T (+ bias) with the native kernel, or None when it does not apply: not CPU
+    tensors, more than MAX_ROWS rows, autograd wanted, or no kernel on this machine. float32
+    weights take float32 inputs; bfloat16 weights are read as they are (half the bytes) and
+    summed in float32, the result in x's dtype."""
     k = x.shape[-1]
-    if k == 0 or x.numel() > MAX_ROWS * k or x.numel() == 0 or weight.shape[1] != k or not _applies(x, weight):
+    if k == 0 or x.numel() > MAX_ROWS * k or x.numel() == 0 or weight.shape[1] != k or not _applies(x, weight, True):
         return None
     m = x.numel() // k
     n = weight.shape[0]
-    x2 = x.reshape(m, k).contiguous()
+    x2 = x.reshape(m, k).to(torch.float32).contiguous()
     y = torch.empty(*x.shape[:-1], n, dtype=torch.float32)
-    if _lib.zoo_small_gemm(x2.data_ptr(), weight.data_ptr(), y.data_ptr(), m, n, k) != 0:  # type: ignore[union-attr]
+    fn = _lib.zoo_small_gemm if weight.dtype is torch.float32 else _lib.zoo_small_gemm_bf16  # type: ignore[union-attr]
+    if fn(x2.data_ptr(), weight.data_ptr(), y.data_ptr(), m, n, k) != 0:
         return None
     if bias is not None:
         y += bias
-    return y
+    return y.to(x.dtype)
+
+
+def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The sdpa backend's CPU linear: `small_linear` for decode-sized inputs; for bfloat16 weights
+    with more rows (prefill) on a CPU without bf16 arithmetic (AVX2), the product in float32
+    (widened one matrix at a time; MKL's float32 GEMM is 2.3-6x faster here than torch's bf16
+    path, measured on 128 x 768 inputs), rounded back to bf16. None elsewhere: torch's linear."""
+    y = small_linear(x, weight, bias)
+    if y is not None or weight.dtype is not torch.bfloat16 or x.dtype is not torch.bfloat16:
+        return y
+    if x.device.type != "cpu" or weight.device.type != "cpu" or torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return None
+    return F.linear(x.float(), weight.float(), None if bias is None else bias.float()).to(torch.bfloat16)

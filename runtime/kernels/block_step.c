@@ -12,6 +12,8 @@
  * between them), the projections reuse small_gemm.c's streaming kernel, and nothing returns to
  * Python until the last block is done.
  *
+ * Parameters and cache may be bfloat16 (widened on load, cache entries rounded to nearest even);
+ * the arithmetic and the residual stream are float32 either way.
  * Semantics equal runtime/modules (float32): RMSNorm x * rsqrt(mean(x^2) + eps) * w; half-split
  * RoPE with the caller's cos/sin tables (shared by the blocks); causal attention over cache slots (a query at slot s sees
  * slots <= s, and with a window w only slots > s - w), softmax in float32; GQA by head groups.
@@ -22,43 +24,73 @@
 #include <stdint.h>
 #include <string.h>
 
-void zoo_gemm_rows(const float *x, const float *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K);
+void zoo_gemm_rows(const float *x, const void *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K,
+                   int bf16);
 
 #define TILE 16 /* weight rows per task */
 
 typedef struct {               /* one block: shapes, parameters, its cache layer */
     int64_t D, H, Hkv, hd, F, window, max_len, rope; /* rope: 1 = rotate q and k with the step's tables */
+    int64_t wbf16, kvbf16;      /* parameters / cache in bfloat16 (else float32); arithmetic is float32 */
     float eps, scale;
-    const float *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *wg, *wu, *wd;
-    float *kc, *vc;         /* (B, Hkv, max_len, hd) */
+    const void *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+    void *kc, *vc;              /* (B, Hkv, max_len, hd) */
 } zoo_block;
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40); /* NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float at(const void *p, int64_t i, int64_t bf16) {
+    return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
 
 int64_t zoo_block_work(int64_t R, int64_t D, int64_t H, int64_t Hkv, int64_t hd, int64_t F, int64_t max_len,
                        int64_t nthreads) {
     return R * (2 * D + 2 * H * hd + 2 * Hkv * hd + 2 * F) + nthreads * max_len;
 }
 
-static float dot(const float *a, const float *b, int64_t n) {
+static float dot(const float *a, const void *bp, int64_t n, int64_t bf16) {
     int64_t i = 0;
     float s = 0.f;
     if (n >= 8) {
         __m256 acc = _mm256_setzero_ps();
-        for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+        if (bf16) {
+            const uint16_t *b = (const uint16_t *)bp;
+            for (; i + 8 <= n; i += 8) {
+                __m256 bv = _mm256_castsi256_ps(
+                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(b + i))), 16));
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), bv, acc);
+            }
+        } else {
+            const float *b = (const float *)bp;
+            for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+        }
         __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
         lo = _mm_add_ps(lo, hi);
         lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
         lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
         s = _mm_cvtss_f32(lo);
     }
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++) s += a[i] * at(bp, i, bf16);
     return s;
 }
 
-static void rmsnorm(const float *x, const float *w, float *out, int64_t D, float eps) {
+static void rmsnorm(const float *x, const void *w, int64_t wbf16, float *out, int64_t D, float eps) {
     double ss = 0.0;
     for (int64_t i = 0; i < D; i++) ss += (double)x[i] * x[i];
     float r = 1.0f / sqrtf((float)(ss / D) + eps);
-    for (int64_t i = 0; i < D; i++) out[i] = (x[i] * r) * w[i];
+    for (int64_t i = 0; i < D; i++) out[i] = (x[i] * r) * at(w, i, wbf16);
 }
 
 static void rope(float *v, const float *cos, const float *sin, int64_t hd) {
@@ -92,18 +124,18 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
     const int64_t tq = tiles(qn), tk = tiles(kvn), td = tiles(D), tf = tiles(F);
     {
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < R; r++) rmsnorm(x + r * D, p->attn_norm, xn + r * D, D, p->eps);
+        for (int64_t r = 0; r < R; r++) rmsnorm(x + r * D, p->attn_norm, p->wbf16, xn + r * D, D, p->eps);
 
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tq + 2 * tk; t++) {
-            const float *w;
+            const void *w;
             float *y;
             int64_t n, N;
             if (t < tq) { w = p->wq; y = q; n = t; N = qn; }
             else if (t < tq + tk) { w = p->wk; y = k; n = t - tq; N = kvn; }
             else { w = p->wv; y = v; n = t - tq - tk; N = kvn; }
             int64_t n0 = n * TILE, n1 = n0 + TILE < N ? n0 + TILE : N;
-            zoo_gemm_rows(xn, w, y, R, n0, n1, N, D);
+            zoo_gemm_rows(xn, w, y, R, n0, n1, N, D, (int)p->wbf16);
         }
 
         /* RoPE on every q and k head; k and v go into the cache */
@@ -117,8 +149,16 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
                 float *kk = k + r * kvn + gh * hd;
                 if (p->rope) rope(kk, cos + r * hd, sin + r * hd, hd);
                 int64_t slot = ((b * Hkv + gh) * p->max_len + start + t) * hd;
-                memcpy(p->kc + slot, kk, hd * sizeof(float));
-                memcpy(p->vc + slot, v + r * kvn + gh * hd, hd * sizeof(float));
+                const float *vv = v + r * kvn + gh * hd;
+                if (p->kvbf16) {
+                    for (int64_t d = 0; d < hd; d++) {
+                        ((uint16_t *)p->kc)[slot + d] = f32_to_bf16(kk[d]);
+                        ((uint16_t *)p->vc)[slot + d] = f32_to_bf16(vv[d]);
+                    }
+                } else {
+                    memcpy((float *)p->kc + slot, kk, hd * sizeof(float));
+                    memcpy((float *)p->vc + slot, vv, hd * sizeof(float));
+                }
             }
         }
 
@@ -129,10 +169,11 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
             int64_t hi = start + t + 1, lo = 0;
             if (p->window > 0 && hi > p->window) lo = hi - p->window;
             const float *qv = q + r * qn + h * hd;
-            const float *kb = p->kc + (b * Hkv + gh) * p->max_len * hd, *vb = p->vc + (b * Hkv + gh) * p->max_len * hd;
+            const int64_t base = (b * Hkv + gh) * p->max_len * hd, es = p->kvbf16 ? 2 : 4;
+            const char *kb = (const char *)p->kc + base * es, *vb = (const char *)p->vc + base * es;
             float *s = scores + tid * p->max_len, mx = -INFINITY, sum = 0.f;
             for (int64_t j = lo; j < hi; j++) {
-                s[j] = dot(qv, kb + j * hd, hd) * p->scale;
+                s[j] = dot(qv, kb + j * hd * es, hd, p->kvbf16) * p->scale;
                 if (s[j] > mx) mx = s[j];
             }
             for (int64_t j = lo; j < hi; j++) {
@@ -142,30 +183,33 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
             float *o = att + r * qn + h * hd, inv = 1.0f / sum;
             memset(o, 0, hd * sizeof(float));
             for (int64_t j = lo; j < hi; j++) {
-                const float *vj = vb + j * hd;
+                const void *vj = vb + j * hd * es;
                 float pj = s[j] * inv;
-                for (int64_t d = 0; d < hd; d++) o[d] += pj * vj[d];
+                if (p->kvbf16)
+                    for (int64_t d = 0; d < hd; d++) o[d] += pj * bf16_to_f32(((const uint16_t *)vj)[d]);
+                else
+                    for (int64_t d = 0; d < hd; d++) o[d] += pj * ((const float *)vj)[d];
             }
         }
 
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < td; n++) {
             int64_t n0 = n * TILE, n1 = n0 + TILE < D ? n0 + TILE : D;
-            zoo_gemm_rows(att, p->wo, tmp, R, n0, n1, D, qn);
+            zoo_gemm_rows(att, p->wo, tmp, R, n0, n1, D, qn, (int)p->wbf16);
         }
 
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++) {
             for (int64_t i = 0; i < D; i++) x[r * D + i] += tmp[r * D + i];
-            rmsnorm(x + r * D, p->ffn_norm, xn + r * D, D, p->eps);
+            rmsnorm(x + r * D, p->ffn_norm, p->wbf16, xn + r * D, D, p->eps);
         }
 
         /* gate and up for the same rows in one task, then silu(gate) * up in place */
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < tf; n++) {
             int64_t n0 = n * TILE, n1 = n0 + TILE < F ? n0 + TILE : F;
-            zoo_gemm_rows(xn, p->wg, g, R, n0, n1, F, D);
-            zoo_gemm_rows(xn, p->wu, u, R, n0, n1, F, D);
+            zoo_gemm_rows(xn, p->wg, g, R, n0, n1, F, D, (int)p->wbf16);
+            zoo_gemm_rows(xn, p->wu, u, R, n0, n1, F, D, (int)p->wbf16);
             for (int64_t r = 0; r < R; r++)
                 for (int64_t c = n0; c < n1; c++) {
                     float a = g[r * F + c];
@@ -176,7 +220,7 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < td; n++) {
             int64_t n0 = n * TILE, n1 = n0 + TILE < D ? n0 + TILE : D;
-            zoo_gemm_rows(g, p->wd, tmp, R, n0, n1, D, F);
+            zoo_gemm_rows(g, p->wd, tmp, R, n0, n1, D, F, (int)p->wbf16);
         }
 
 #pragma omp for schedule(static)

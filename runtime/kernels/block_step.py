@@ -3,7 +3,8 @@
 At batch 1 a block is ~25 small torch ops around four matrix-vector products, and their
 dispatch costs about as much as the products. `decoder_stack_step` runs LLaMA-style blocks
 (RMSNorm, attention with optional half-split RoPE, GQA and sliding window, no biases, SwiGLU)
-in float32 on the CPU, for steps of at most 32 rows (batch x new tokens) over an unpadded
+on the CPU with float32 or bfloat16 parameters and cache (summed in float32: a bf16 model reads
+half the bytes and keeps a float32 residual stream within the step), for steps of at most 32 rows (batch x new tokens) over an unpadded
 dynamic KV cache, and declines everything else by returning None (the modules then run op by op).
 
 The ctypes argument array for a stack is built once and kept on its first block; every call
@@ -26,7 +27,8 @@ _PARAMS = ("attn_norm", "ffn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "ffn
 
 
 class _Block(ctypes.Structure):
-    _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len", "rope")]
+    _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len", "rope", "wbf16",
+                                               "kvbf16")]
                 + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
                 + [(n, ctypes.c_void_p) for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "wg", "wu", "wd",
                                                   "kc", "vc")])
@@ -67,8 +69,11 @@ def structure(block: Any) -> tuple[bool, str]:
     return True, "LLaMA-style block"
 
 
-def _ok(t: torch.Tensor) -> bool:
-    return t.dtype is torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+def _ok(t: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
+    return t.dtype in dtypes and t.device.type == "cpu" and t.is_contiguous()
+
+
+_STORED = (torch.float32, torch.bfloat16)  # parameters and cache: read as they are, summed in float32
 
 
 class _Plan:
@@ -85,20 +90,22 @@ class _Plan:
         for arg, blk in zip(self.args, blocks):
             mods = [blk.get_submodule(n) for n in _PARAMS]
             weights = [m._parameters["weight"] for m in mods]
-            if not all(_ok(w) for w in weights):
+            dtype = weights[0].dtype
+            if not all(_ok(w, _STORED) and w.dtype is dtype for w in weights):
                 self.ok = False
                 return
             self.slots += [(m._parameters, weakref.ref(w), w.data_ptr()) for m, w in zip(mods, weights)]
             a, f = blk.attn, blk.ffn
             c = a.cfg
             kc, vc = cache.k[a.layer], cache.v[a.layer]
-            if not (_ok(kc) and _ok(vc)):
+            if not (_ok(kc, _STORED) and _ok(vc, (kc.dtype,))):
                 self.ok = False
                 return
             hidden = f.gate.weight.shape[0]
             arg.D, arg.H, arg.Hkv, arg.hd, arg.F = a.q.weight.shape[1], c.n_heads, c.n_kv_heads, c.head_dim, hidden
             arg.window, arg.max_len, arg.eps, arg.scale = c.sliding_window or 0, kc.shape[2], blk.attn_norm.eps, a.scale
             arg.rope = c.rope is not None
+            arg.wbf16, arg.kvbf16 = dtype is torch.bfloat16, kc.dtype is torch.bfloat16
             (arg.attn_norm, arg.ffn_norm, arg.wq, arg.wk, arg.wv, arg.wo, arg.wg, arg.wu,
              arg.wd) = [w.data_ptr() for w in weights]
             arg.kc, arg.vc = kc.data_ptr(), vc.data_ptr()
@@ -135,7 +142,7 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     if cache is None or cache.static or layout.key_valid is not None or layout.segments is not None or not blocks:
         return None
     b, t, _ = x.shape
-    if b * t > MAX_ROWS or b != cache.batch or not _ok(x):
+    if b * t > MAX_ROWS or b != cache.batch or not _ok(x, _STORED):
         return None
     if torch.is_grad_enabled() and (x.requires_grad or blocks[0].attn.q.weight.requires_grad):
         return None
@@ -164,11 +171,12 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     parallel = int(parallel)
     if not 0 <= parallel <= len(blocks):
         raise ValueError(f"parallel={parallel} with {len(blocks)} blocks")
+    # the residual stream is float32 inside the call whatever the parameters' dtype
     if parallel:
-        y = torch.empty(parallel, *x.shape, dtype=x.dtype)
+        y = torch.empty(parallel, *x.shape, dtype=torch.float32)
         y[0] = x
     else:
-        y = x.clone(memory_format=torch.contiguous_format)
+        y = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, cos.data_ptr() if cos is not None else None,
                             sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr(), parallel)
-    return y if rc == 0 else None
+    return y.to(x.dtype) if rc == 0 else None

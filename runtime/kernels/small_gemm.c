@@ -6,9 +6,12 @@
  * split across OpenMP threads; the library links the libgomp torch itself loads, so the threads
  * are torch's (torch.set_num_threads applies) and nothing is oversubscribed.
  * Sums are float32 FMA chains (8 lanes, then a horizontal add): within 1e-6 relative of MKL.
+ * Each output's sum runs in the same order whatever M is, so a row's result does not depend on
+ * how many rows come with it (self-speculative decoding relies on that).
  */
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
@@ -18,11 +21,24 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
+/* Weights are float32 or bfloat16 (the top half of a float32: widening is a shift), always
+ * multiplied and summed in float32. */
+#define LOADW_f32(p) _mm256_loadu_ps(p)
+#define LOADW_bf16(p) \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+static inline float w1_f32(const float *p) { return *p; }
+static inline float w1_bf16(const uint16_t *p) {
+    uint32_t u = (uint32_t)*p << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 /* R weight rows at a time, MM input rows: R*MM independent FMA chains hide the FMA latency and
  * give the prefetchers R streams; R*MM <= 8 accumulators leave registers for the loads. */
-#define KERNEL(R, MM)                                                                         \
-    static void rows_##R##_##MM(const float *x, const float *w, float *y, int64_t n0,          \
-                                int64_t n1, int64_t N, int64_t K) {                           \
+#define KERNEL(T, WT, R, MM)                                                                  \
+    static void rows_##T##_##R##_##MM(const float *x, const WT *w, float *y, int64_t n0,      \
+                                      int64_t n1, int64_t N, int64_t K) {                     \
         int64_t n = n0;                                                                       \
         for (; n + R <= n1; n += R) {                                                         \
             __m256 acc[R][MM];                                                                \
@@ -33,14 +49,14 @@ static inline float hsum(__m256 v) {
                 __m256 xv[MM];                                                                \
                 for (int m = 0; m < MM; m++) xv[m] = _mm256_loadu_ps(x + m * K + k);          \
                 for (int r = 0; r < R; r++) {                                                 \
-                    __m256 wv = _mm256_loadu_ps(w + (n + r) * K + k);                         \
+                    __m256 wv = LOADW_##T(w + (n + r) * K + k);                               \
                     for (int m = 0; m < MM; m++) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]); \
                 }                                                                             \
             }                                                                                 \
             for (int r = 0; r < R; r++)                                                       \
                 for (int m = 0; m < MM; m++) {                                                \
                     float s = hsum(acc[r][m]);                                                \
-                    for (int64_t kk = k; kk < K; kk++) s += w[(n + r) * K + kk] * x[m * K + kk]; \
+                    for (int64_t kk = k; kk < K; kk++) s += w1_##T(w + (n + r) * K + kk) * x[m * K + kk]; \
                     y[m * N + n + r] = s;                                                     \
                 }                                                                             \
         }                                                                                     \
@@ -49,60 +65,80 @@ static inline float hsum(__m256 v) {
             for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();                        \
             int64_t k = 0;                                                                    \
             for (; k + 8 <= K; k += 8) {                                                      \
-                __m256 wv = _mm256_loadu_ps(w + n * K + k);                                   \
+                __m256 wv = LOADW_##T(w + n * K + k);                                         \
                 for (int m = 0; m < MM; m++)                                                  \
                     acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);     \
             }                                                                                 \
             for (int m = 0; m < MM; m++) {                                                    \
                 float s = hsum(acc[m]);                                                       \
-                for (int64_t kk = k; kk < K; kk++) s += w[n * K + kk] * x[m * K + kk];        \
+                for (int64_t kk = k; kk < K; kk++) s += w1_##T(w + n * K + kk) * x[m * K + kk]; \
                 y[m * N + n] = s;                                                             \
             }                                                                                 \
         }                                                                                     \
     }
 
-KERNEL(4, 1)
-KERNEL(4, 2)
-KERNEL(2, 3)
-KERNEL(2, 4)
-KERNEL(1, 5)
-KERNEL(1, 6)
-KERNEL(1, 7)
-KERNEL(1, 8)
+#define KERNELS_FOR(T, WT)                                                                    \
+    KERNEL(T, WT, 4, 1)                                                                       \
+    KERNEL(T, WT, 4, 2)                                                                       \
+    KERNEL(T, WT, 2, 3)                                                                       \
+    KERNEL(T, WT, 2, 4)                                                                       \
+    KERNEL(T, WT, 1, 5)                                                                       \
+    KERNEL(T, WT, 1, 6)                                                                       \
+    KERNEL(T, WT, 1, 7)                                                                       \
+    KERNEL(T, WT, 1, 8)
 
-typedef void (*row_fn)(const float *, const float *, float *, int64_t, int64_t, int64_t, int64_t);
-static const row_fn KERNELS[9] = {0, rows_4_1, rows_4_2, rows_2_3, rows_2_4, rows_1_5, rows_1_6, rows_1_7, rows_1_8};
+KERNELS_FOR(f32, float)
+KERNELS_FOR(bf16, uint16_t)
 
-/* y[b] = x[b] @ w[b]^T for b < B: x (B, M, K), w (B, N, K), y (B, M, N), any M (input rows go
- * 8 at a time over a task's weight rows, which stay in L1/L2 between the passes). Tasks are
- * (batch entry, 16 weight rows), so the n heads of a multi-token model share one parallel loop. */
-int zoo_small_bgemm(const float *x, const float *w, float *y, int64_t B, int64_t M, int64_t N, int64_t K) {
+typedef void (*row_fn)(const float *, const void *, float *, int64_t, int64_t, int64_t, int64_t);
+#define TABLE(T)                                                                                              \
+    {0, (row_fn)rows_##T##_4_1, (row_fn)rows_##T##_4_2, (row_fn)rows_##T##_2_3, (row_fn)rows_##T##_2_4,     \
+     (row_fn)rows_##T##_1_5, (row_fn)rows_##T##_1_6, (row_fn)rows_##T##_1_7, (row_fn)rows_##T##_1_8}
+static const row_fn KERNELS[2][9] = {TABLE(f32), TABLE(bf16)}; /* [weights are bf16][input rows] */
+static inline size_t wsize(int bf16) { return bf16 ? 2 : 4; }
+
+/* y[b] = x[b] @ w[b]^T for b < B: x (B, M, K), w (B, N, K) float32 or (bf16 != 0) bfloat16,
+ * y (B, M, N), any M (input rows go 8 at a time over a task's weight rows, which stay in L1/L2
+ * between the passes). Tasks are (batch entry, 16 weight rows), so the n heads of a multi-token
+ * model share one parallel loop. */
+int zoo_small_bgemm_t(const float *x, const void *w, float *y, int64_t B, int64_t M, int64_t N, int64_t K, int bf16) {
     if (B < 1 || M < 1 || N < 1 || K < 1) return 1;
     const int64_t block = 16;
     const int64_t per = (N + block - 1) / block;
     const int64_t tasks = B * per;
+    const char *wb = (const char *)w;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t b = t / per, n0 = (t % per) * block, n1 = n0 + block < N ? n0 + block : N;
         for (int64_t m0 = 0; m0 < M; m0 += 8) {
             int64_t mm = M - m0 < 8 ? M - m0 : 8;
-            KERNELS[mm](x + (b * M + m0) * K, w + b * N * K, y + b * M * N + m0 * N, n0, n1, N, K);
+            KERNELS[bf16 != 0][mm](x + (b * M + m0) * K, wb + b * N * K * wsize(bf16), y + b * M * N + m0 * N, n0, n1,
+                                   N, K);
         }
     }
     return 0;
 }
 
+int zoo_small_bgemm(const float *x, const float *w, float *y, int64_t B, int64_t M, int64_t N, int64_t K) {
+    return zoo_small_bgemm_t(x, w, y, B, M, N, K, 0);
+}
+
 /* One thread's share of a small GEMM: weight rows [n0, n1) for all M input rows (8 at a time).
  * For callers that run their own parallel region (block_step.c). */
-void zoo_gemm_rows(const float *x, const float *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K) {
+void zoo_gemm_rows(const float *x, const void *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K,
+                   int bf16) {
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
         int64_t mm = M - m0 < 8 ? M - m0 : 8;
-        KERNELS[mm](x + m0 * K, w, y + m0 * N, n0, n1, N, K);
+        KERNELS[bf16 != 0][mm](x + m0 * K, w, y + m0 * N, n0, n1, N, K);
     }
 }
 
 int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
-    return zoo_small_bgemm(x, w, y, 1, M, N, K);
+    return zoo_small_bgemm_t(x, w, y, 1, M, N, K, 0);
 }
 
-int zoo_kernels_abi(void) { return 3; }
+int zoo_small_gemm_bf16(const float *x, const uint16_t *w, float *y, int64_t M, int64_t N, int64_t K) {
+    return zoo_small_bgemm_t(x, w, y, 1, M, N, K, 1);
+}
+
+int zoo_kernels_abi(void) { return 4; }

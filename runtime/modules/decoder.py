@@ -156,7 +156,7 @@ class CausalLM(nn.Module):
         """Apply `blocks` in order; RoPE tables are built once per distinct (head_dim, rope) and shared.
         Decode steps go to the backend's step kernel when it takes them (all blocks in one call)."""
         if self._step is not None and cache is not None:
-            ropes = [self.rope_for(blk, positions, x.dtype, tables) for blk in blocks]
+            ropes = [self.rope_for(blk, positions, torch.float32, tables) for blk in blocks]  # native: float32 tables
             y = self._step(blocks, x, ropes, layout, cache)
             if y is not None:
                 return y
@@ -166,17 +166,17 @@ class CausalLM(nn.Module):
 
     @staticmethod
     def rope_for(blk: Block, positions: torch.Tensor, dtype: torch.dtype, tables: dict[Any, Any]) -> Any:
-        """The block's RoPE (cos, sin), built once per distinct (head_dim, rope) per forward."""
+        """The block's RoPE (cos, sin), built once per distinct (head_dim, rope, dtype) per forward."""
         key = blk.__dict__.get("_rope_key")
         if key is None:  # once per block: hashing the config on every step costs more than the lookup
             ac = blk.attn.cfg
             key = blk.__dict__["_rope_key"] = "" if ac.rope is None else f"{ac.head_dim}:{ac.rope!r}"
         if not key:
             return None
-        if key not in tables:
+        if (key, dtype) not in tables:
             ac = blk.attn.cfg
-            tables[key] = rope_tables(positions, ac.head_dim, ac.rope, dtype)
-        return tables[key]
+            tables[key, dtype] = rope_tables(positions, ac.head_dim, ac.rope, dtype)
+        return tables[key, dtype]
 
     def hidden_states(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                       positions: torch.Tensor | None = None, cache: KVCache | None = None,

@@ -63,7 +63,7 @@ class MultiTokenLM(CausalLM):
         blocks = [self.heads[i] for i in heads]
         hs = None
         if self._step is not None and cache is not None:
-            rope = [self.rope_for(b, positions, h.dtype, tables) for b in blocks]
+            rope = [self.rope_for(b, positions, torch.float32, tables) for b in blocks]
             hs = self._step(blocks, h, rope, layout, cache, parallel=len(blocks))
         if hs is None and self._grouped(heads, cache):
             hs = self._group.forward(h, self.rope_for(blocks[0], positions, h.dtype, tables), layout, cache)  # type: ignore[union-attr]
@@ -85,7 +85,7 @@ class MultiTokenLM(CausalLM):
             tables: dict = {}
             x = self.embed(tokens)
             blocks = list(self.blocks) + [self.heads[i] for i in heads]
-            hs = self._step(blocks, x, [self.rope_for(b, positions, x.dtype, tables) for b in blocks], layout, cache,
+            hs = self._step(blocks, x, [self.rope_for(b, positions, torch.float32, tables) for b in blocks], layout, cache,
                             parallel=len(heads))
             if hs is not None:
                 cache.length = layout.start + layout.q_len

@@ -100,11 +100,29 @@ def test_other_blocks_decline() -> None:
     with torch.no_grad():
         moe(torch.tensor([[1, 2, 3]]), cache=moe.new_cache(1, 8))
     assert taken == [False]
-    bf = zoo.build("llama-2-7b", TINY, seed=0, backend="sdpa").eval().to(torch.bfloat16)
-    taken = spy(bf)
+    half = zoo.build("llama-2-7b", TINY, seed=0, backend="sdpa").eval().to(torch.float16)
+    taken = spy(half)
     with torch.no_grad():
-        bf(torch.tensor([[1, 2, 3]]), cache=bf.new_cache(1, 8))
+        half(torch.tensor([[1, 2, 3]]), cache=half.new_cache(1, 8))
     assert taken == [False]
+
+
+def test_bf16_parameters_and_cache() -> None:
+    """bf16 weights and cache are read as they are and summed in float32: close to the float32
+    model with the same (bf16) weights, closer than torch's bf16 arithmetic op by op."""
+    m = zoo.build("llama-2-7b", TINY + ["arch.attention.n_kv_heads=2"], seed=0, backend="sdpa", dtype="bfloat16").eval()
+    ref = zoo.build("llama-2-7b", TINY + ["arch.attention.n_kv_heads=2"], seed=0, backend="eager").eval()
+    ref.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
+    taken = spy(m)
+    tokens = torch.randint(0, 120, (2, 20), generator=torch.Generator().manual_seed(0))
+    y, cache = run_chunks(m, tokens, [8, 9, 13])
+    y_ref, _ = run_chunks(ref, tokens, [8, 9, 13])
+    assert all(taken) and cache.k[0].dtype == torch.bfloat16
+    native = (y.float() - y_ref).abs().max().item()
+    m._step = None
+    y_torch, _ = run_chunks(m, tokens, [8, 9, 13])
+    op_by_op = (y_torch.float() - y_ref).abs().max().item()
+    assert native < 1e-2 * y_ref.abs().max().item() and native <= op_by_op, (native, op_by_op)
 
 
 def test_rebuilt_when_weights_or_cache_change() -> None:

@@ -44,6 +44,17 @@ def test_speculative_equals_greedy_on_the_real_model() -> None:
     assert stats.mean_accepted > 1.0  # the heads' drafts are accepted at least sometimes
 
 
+def test_bf16_speculative_equals_greedy_natively() -> None:
+    """In bf16 the native step sums each row in the same order however many rows come with it,
+    so a 4-token verifying forward gives head 0 the logits of 4 one-token steps exactly."""
+    m = zoo.load("tiny-code").eval()  # bf16, as shipped
+    assert m._step is not None
+    prompt = m.tokenizer.encode("import os\nimport sys\n\n\ndef main(argv):\n", bos=False)
+    greedy = m.generate([prompt], max_new_tokens=64)
+    spec, stats = m.generate_speculative([prompt], max_new_tokens=64)
+    assert spec == greedy and stats.mean_accepted > 1.5
+
+
 def test_the_readme_main_job_runs_offline() -> None:
     out = subprocess.run([sys.executable, "-m", "zoo.cli", "generate", "tiny-code", "def fibonacci(n):",
                           "--max-new-tokens", "24"], capture_output=True, text=True, timeout=120,
