@@ -3,6 +3,7 @@ weights, same run. Prints tokens/s, ratios, and the memory-bandwidth roofline.
 
     .venv/bin/python bench/decode.py            # the issue's ~110M Llama, 2 threads, float32
     .venv/bin/python bench/decode.py --quick    # a smaller model, seconds (a smoke test)
+    .venv/bin/python bench/decode.py --dtype bfloat16   # both sides in bf16 (parity then within bf16 rounding)
 
 Roofline: decoding one token reads every weight once (the embedding table excepted: one row),
 so tokens/s can't exceed measured read bandwidth / weight bytes per token.
@@ -66,14 +67,15 @@ def main() -> int:
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backend", default="sdpa")
+    ap.add_argument("--dtype", default="float32", help="float32 (the issue's setting) or bfloat16 (both sides)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.quick:
         args.prompt, args.new, args.prefill, args.repeats = 32, 32, 128, 2
 
-    m = zoo.build("llama-2-7b", QUICK if args.quick else SHAPE, backend=args.backend, seed=0).eval()
-    ref = hf_llama_from(m).eval()
+    m = zoo.build("llama-2-7b", QUICK if args.quick else SHAPE, backend=args.backend, seed=0, dtype=args.dtype).eval()
+    ref = hf_llama_from(m).to(m.embed.weight.dtype).eval()
     ref.generation_config.pad_token_id = 0
     # the peer at its fastest: transformers' default attention on CPU (the parity oracle uses eager)
     ref.set_attn_implementation("sdpa")
@@ -88,7 +90,7 @@ def main() -> int:
     ours_tokens = m.generate(prompt, max_new_tokens=16)
     with torch.no_grad():
         hf_tokens = ref.generate(prompt, max_new_tokens=16, do_sample=False, eos_token_id=None)[0, args.prompt:].tolist()
-    print(f"model: {n_params / 1e6:.1f}M params, float32, {args.threads} threads, backend {args.backend}")
+    print(f"model: {n_params / 1e6:.1f}M params, {args.dtype}, {args.threads} threads, backend {args.backend}")
     print(f"parity: max |logit diff| {err:.2e}; greedy tokens equal: {ours_tokens[0] == hf_tokens}")
 
     rows = []
