@@ -7,7 +7,7 @@ on the CPU with float32 or bfloat16 parameters and cache (summed in float32: a b
 half the bytes and keeps a float32 residual stream within the step), for steps of at most 32 rows (batch x new tokens) over an unpadded
 dynamic KV cache, and declines everything else by returning None (the modules then run op by op).
 
-The ctypes argument array for a stack is built once and kept on its first block; every call
+The ctypes argument array for a stack is built once and kept for its first block; every call
 checks that each parameter is still the same tensor at the same address (a `.to()`, a
 `load_state_dict(assign=True)` or a new cache rebuilds it), which costs ~50 us for 12 blocks.
 """
@@ -74,6 +74,12 @@ def _ok(t: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> 
 
 
 _STORED = (torch.float32, torch.bfloat16)  # parameters and cache: read as they are, summed in float32
+
+
+# first block of a stack -> {ids of the stack's blocks: plan}; beside the modules rather than in
+# them, so a model can still be deep-copied or pickled (ctypes pointers cannot) and a plan goes
+# when its blocks do
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _Plan:
@@ -146,7 +152,7 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
         return None
     if torch.is_grad_enabled() and (x.requires_grad or blocks[0].attn.q.weight.requires_grad):
         return None
-    plans = blocks[0].__dict__.setdefault("_native_plans", {})
+    plans = _PLANS.setdefault(blocks[0], {})
     key = tuple(map(id, blocks))
     plan = plans.get(key)
     if plan is None or not plan.valid(cache):

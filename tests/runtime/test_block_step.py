@@ -182,3 +182,13 @@ def test_heads_side_by_side_equal_the_loop(batch: int, t: int) -> None:
         torch.testing.assert_close(out[0][1].k[layer][:, :, :10 + t], out[1][1].k[layer][:, :, :10 + t],
                                    atol=1e-5, rtol=1e-5)
     assert taken[-1] and len(taken) == 2  # prefill and step: each trunk + heads in one native call
+
+
+def test_models_still_deep_copy_after_a_native_step() -> None:
+    import copy
+
+    m, _ = pair("llama-2-7b", TINY)
+    tokens = torch.randint(0, 120, (1, 8), generator=torch.Generator().manual_seed(3))
+    y, _ = run_chunks(m, tokens, [4, 5])
+    twin = copy.deepcopy(m)  # the cached ctypes arrays are not part of the model
+    torch.testing.assert_close(run_chunks(twin, tokens, [4, 5])[0], y, atol=0, rtol=0)
