@@ -1,8 +1,9 @@
 """Native CPU kernels, compiled on first use with the machine's C compiler and loaded by ctypes.
 
-Two kernels: `small_gemm.c`, the float32 linear layer of decode steps (1..32 rows), which runs
-at close to memory bandwidth where MKL's GEMV does not (docs/backends.md), and `block_step.c`, a
-whole LLaMA-style decoder block for such a step in one call (`block_step.py`). The library is
+Two kernels: `small_gemm.c`, the linear layer of decode steps (1..32 rows; float32 or bf16
+weights, float32 sums), which runs at close to memory bandwidth where MKL's GEMV does not
+(docs/backends.md), and `block_step.c`, every LLaMA-style decoder block of such a step in one
+call (`block_step.py`). `cpu_linear` is what the sdpa backend binds. The library is
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
 atomically, so concurrent processes never load a half-written file. Where it cannot be built
 (no compiler, no AVX2/FMA, a compile error) or ZOO_KERNELS=0, `small_linear` returns None and the
