@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c")]
+HEADER = Path(__file__).with_name("simd.h")  # included by both; part of the build key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 MAX_ROWS = 32  # beyond this MKL's GEMM does well; below it, its small-M paths do not
 
@@ -67,7 +68,7 @@ def _cache_dir() -> Path:
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     assert cc is not None
-    src = b"".join(p.read_bytes() for p in SOURCES)
+    src = b"".join(p.read_bytes() for p in [*SOURCES, HEADER])
     key = hashlib.sha256(src + " ".join([cc, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"zoo_kernels-{key}.so"
     if not target.is_file():

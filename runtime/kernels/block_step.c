@@ -18,6 +18,7 @@
  * RoPE with the caller's cos/sin tables (shared by the blocks); causal attention over cache slots (a query at slot s sees
  * slots <= s, and with a window w only slots > s - w), softmax in float32; GQA by head groups.
  */
+#include "simd.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
@@ -36,13 +37,6 @@ typedef struct {               /* one block: shapes, parameters, its cache layer
     const void *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *wg, *wu, *wd;
     void *kc, *vc;              /* (B, Hkv, max_len, hd) */
 } zoo_block;
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 
 static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
     uint32_t u;
@@ -67,20 +61,12 @@ static float dot(const float *a, const void *bp, int64_t n, int64_t bf16) {
         __m256 acc = _mm256_setzero_ps();
         if (bf16) {
             const uint16_t *b = (const uint16_t *)bp;
-            for (; i + 8 <= n; i += 8) {
-                __m256 bv = _mm256_castsi256_ps(
-                    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(b + i))), 16));
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), bv, acc);
-            }
+            for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8_bf16(b + i), acc);
         } else {
             const float *b = (const float *)bp;
             for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
         }
-        __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
-        lo = _mm_add_ps(lo, hi);
-        lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-        lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-        s = _mm_cvtss_f32(lo);
+        s = hsum(acc);
     }
     for (; i < n; i++) s += a[i] * at(bp, i, bf16);
     return s;

@@ -9,30 +9,17 @@
  * Each output's sum runs in the same order whatever M is, so a row's result does not depend on
  * how many rows come with it (self-speculative decoding relies on that).
  */
+#include "simd.h"
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
-static inline float hsum(__m256 v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-}
 
-/* Weights are float32 or bfloat16 (the top half of a float32: widening is a shift), always
- * multiplied and summed in float32. */
+/* Weights are float32 or bfloat16 (widened by simd.h), always multiplied and summed in float32. */
 #define LOADW_f32(p) _mm256_loadu_ps(p)
-#define LOADW_bf16(p) \
-    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define LOADW_bf16(p) load8_bf16(p)
 static inline float w1_f32(const float *p) { return *p; }
-static inline float w1_bf16(const uint16_t *p) {
-    uint32_t u = (uint32_t)*p << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+static inline float w1_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
 
 /* R weight rows at a time, MM input rows: R*MM independent FMA chains hide the FMA latency and
  * give the prefetchers R streams; R*MM <= 8 accumulators leave registers for the loads. */
