@@ -19,24 +19,25 @@ class SDPABackend(Backend):
     def attention_kernel(self, layout_hint: str = "causal") -> str:
         return "torch sdpa (is_causal fast path; boolean mask for padding, windows, packing)"
 
-    def linear_kernel(self) -> tuple[Any, str]:
-        from ..kernels import cpu_linear, precheck
+    @staticmethod
+    def _native(kernel: Any, name: str, fallback: str) -> tuple[Any, str]:
+        """`kernel` where zoo's native kernels can run here, else None and why not."""
+        from ..kernels import precheck
 
         ok, why = precheck()
-        if ok:
-            return cpu_linear, ("zoo small-GEMM (native AVX2, CPU, float32 or bf16 weights, 1-32 rows: decode steps); "
-                                "bf16 prefill on AVX2 widened to float32; torch linear otherwise")
-        return None, f"torch linear (zoo small-GEMM unavailable: {why})"
+        return (kernel, name) if ok else (None, f"{fallback} (zoo native kernels unavailable: {why})")
+
+    def linear_kernel(self) -> tuple[Any, str]:
+        from ..kernels import cpu_linear
+
+        return self._native(cpu_linear, "zoo small-GEMM (native AVX2, CPU, float32 or bf16 weights, 1-32 rows: decode "
+                            "steps); bf16 prefill on AVX2 widened to float32; torch linear otherwise", "torch linear")
 
     def block_kernel(self) -> tuple[Any, str]:
-        from ..kernels import precheck
         from ..kernels.block_step import decoder_stack_step
 
-        ok, why = precheck()
-        if ok:
-            return decoder_stack_step, ("zoo native step (float32 CPU, <= 32 rows over an unpadded cache: all "
-                                        "LLaMA-style blocks in one call); modules op by op otherwise")
-        return None, f"modules op by op (zoo native block step unavailable: {why})"
+        return self._native(decoder_stack_step, "zoo native step (CPU, float32 or bf16, <= 32 rows over an unpadded "
+                            "cache: all LLaMA-style blocks in one call); modules op by op otherwise", "modules op by op")
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: AttentionLayout,
                   window: int | None, scale: float) -> torch.Tensor:
