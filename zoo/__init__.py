@@ -7,6 +7,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path as _Path
+
+
+def _source_checkout_path() -> None:
+    """In a source checkout that is not installed (PYTHONPATH=. on a machine with its own torch),
+    `zoo.compiler`, `zoo.runtime` and `zoo.specs` are the sibling folders that pyproject's
+    package-dir maps in when installing: let the package path find them there too."""
+    here = _Path(__file__).resolve().parent
+    root = here.parent
+    if not (here / "compiler").is_dir() and (root / "compiler" / "__init__.py").is_file() \
+            and (root / "pyproject.toml").is_file():
+        __path__.append(str(root))  # type: ignore[name-defined]
+
+
+_source_checkout_path()
+
 from .api import build, compile, list_models, load, spec
 from .compiler.errors import SpecError, UnknownModelError, ZooError
 from .compiler.schema import ModelSpec
