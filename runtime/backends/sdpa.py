@@ -31,7 +31,7 @@ class SDPABackend(Backend):
         from ..kernels import cpu_linear
 
         return self._native(cpu_linear, "zoo small-GEMM (native AVX2, CPU, float32 or bf16 weights, 1-32 rows: decode "
-                            "steps); bf16 prefill on AVX2 widened to float32; torch linear otherwise", "torch linear")
+                            "steps); zoo packed GEMM for more rows on AVX2 CPUs; torch linear otherwise", "torch linear")
 
     def block_kernel(self) -> tuple[Any, str]:
         from ..kernels.block_step import decoder_stack_step

@@ -46,17 +46,60 @@ def test_bf16_weights_read_as_they_are(rows: int, x_dtype: torch.dtype) -> None:
     torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5 if x_dtype == torch.float32 else 8e-3)
 
 
-def test_bf16_prefill_is_widened_on_avx2() -> None:
-    x = torch.randn(kernels.MAX_ROWS + 8, 64).bfloat16()
-    w = torch.randn(48, 64).bfloat16()
+AVX2 = torch.backends.cpu.get_cpu_capability() == "AVX2"
+needs_avx2 = pytest.mark.skipif(not AVX2, reason="the packed GEMM is used on AVX2 CPUs only (MKL's is wider on AVX-512)")
+
+
+@needs_avx2
+@pytest.mark.parametrize("m, n, k", [(33, 17, 5), (40, 96, 768), (145, 1040, 257), (200, 33, 300), (37, 16, 8),
+                                     (7 * 6, 16 * 3, 512)])
+def test_packed_gemm_equals_torch_linear(m: int, n: int, k: int) -> None:
+    """Prefill-sized inputs: every edge of the 6 x 16 tiles and of the 256-deep k blocks."""
+    g = torch.Generator().manual_seed(m * n + k)
+    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    with torch.no_grad():
+        for bias in (None, b):
+            y = kernels.cpu_linear(x, w, bias)
+            assert y is not None and y.shape == (m, n) and y.dtype == torch.float32
+            want = F.linear(x.double(), w.double(), None if bias is None else bias.double()).float()
+            torch.testing.assert_close(y, want, atol=1e-4, rtol=1e-5)
+        y3 = kernels.cpu_linear(x.reshape(1, m, k), w, None)  # (batch, tokens, features)
+        assert y3 is not None and y3.shape == (1, m, n)
+        wide = torch.randn(m, k + 9, generator=g)[:, 3:3 + k]  # a row stride that is not k
+        torch.testing.assert_close(kernels.cpu_linear(wide, w, None), F.linear(wide, w), atol=1e-4, rtol=1e-5)
+
+
+@needs_avx2
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_packed_gemm_reads_bf16_weights(x_dtype: torch.dtype) -> None:
+    """bf16 weights are widened while packing (exact), summed in float32, rounded to x's dtype."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(kernels.MAX_ROWS + 8, 300, generator=g).to(x_dtype)
+    w = torch.randn(50, 300, generator=g).bfloat16()
     with torch.no_grad():
         y = kernels.cpu_linear(x, w, None)
-    if torch.backends.cpu.get_cpu_capability() != "AVX2":
-        assert y is None  # CPUs with bf16 arithmetic keep torch's bf16 GEMM
-        return
-    assert y is not None and y.dtype == torch.bfloat16
-    torch.testing.assert_close(y, F.linear(x.float(), w.float()).bfloat16(), atol=0, rtol=0)
+    assert y is not None and y.dtype == x_dtype
+    want = F.linear(x.double(), w.double()).to(x_dtype)
+    torch.testing.assert_close(y, want, atol=1e-4, rtol=1e-5 if x_dtype == torch.float32 else 8e-3)
     assert kernels.cpu_linear(x, w.requires_grad_(True), None) is None  # autograd: torch's path
+
+
+@needs_avx2
+def test_packed_gemm_rows_do_not_depend_on_the_batch_or_threads() -> None:
+    """Each output is summed in the same order whatever the row count and thread count, so a
+    prompt's logits don't change with what it is batched with."""
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(200, 600, generator=g), torch.randn(70, 600, generator=g)
+    threads = torch.get_num_threads()
+    with torch.no_grad():
+        full = kernels.cpu_linear(x, w, None)
+        part = kernels.cpu_linear(x[:41], w, None)
+        try:
+            torch.set_num_threads(1 if threads > 1 else 2)
+            other = kernels.cpu_linear(x, w, None)
+        finally:
+            torch.set_num_threads(threads)
+    assert torch.equal(full[:41], part) and torch.equal(full, other)
 
 
 @pytest.mark.parametrize("b, m, n, k", [(1, 1, 8, 8), (4, 4, 576, 192), (3, 5, 37, 100), (2, 17, 19, 7)])
