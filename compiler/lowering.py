@@ -108,6 +108,8 @@ def select_kernels(ir: Node, backend: Backend) -> list[KernelChoice]:
         add("output", "output", "matmul with embed.weight, logits in float32", "tied embeddings")
     _, linear = backend.linear_kernel()
     add("*", "linear", linear, "every projection (q/k/v/o, ffn, output)")
+    _, eltwise = backend.elementwise_kernels()
+    add("*", "element-wise", eltwise, "norms, gated activations, rotary embeddings")
     _, step = backend.block_kernel()
     add("blocks.*", "decode step", step, "all blocks of a decode step in one call where it applies")
     out = []

@@ -50,6 +50,13 @@ class Backend:
         decline, and its name for `--explain`. The default: none, the modules op by op."""
         return None, "modules op by op"
 
+    def elementwise_kernels(self) -> tuple[dict[str, Any], str]:
+        """Fused stand-ins for element-wise ops, by name, and their description for `--explain`:
+        'rmsnorm' (x, weight, eps) -> y; 'silu_mul' (gate, up) -> silu(gate) * up, may write into
+        gate; 'rope' (x, cos, sin) -> x rotated, may write into x. Each returns None to decline the
+        call. The default: none, torch's ops everywhere."""
+        return {}, "torch ops"
+
     def block_diagonal_kernel(self) -> str:
         """Name of the kernel `block_diagonal_attention` uses, for `--explain`."""
         return "matmul + softmax (float32) + matmul, dense block-diagonal boolean mask"
@@ -78,6 +85,24 @@ def bind_linear(model: Any, backend: Backend) -> Any:
         if isinstance(mod, Linear):
             mod.kernel = fn
     return fn
+
+
+def bind_elementwise(model: Any, backend: Backend) -> None:
+    """Give RMSNorms, SiLU-gated FFNs and attention layers the backend's fused element-wise ops."""
+    import torch.nn.functional as F
+
+    from ..modules.attention import Attention
+    from ..modules.ffn import GatedFFN
+    from ..modules.norm import RMSNorm
+
+    fns, _ = backend.elementwise_kernels()
+    for mod in model.modules():
+        if isinstance(mod, RMSNorm):
+            mod.kernel = fns.get("rmsnorm")
+        elif isinstance(mod, GatedFFN):
+            mod.glu_kernel = fns.get("silu_mul") if mod.act is F.silu else None
+        elif isinstance(mod, Attention):
+            mod.rope_kernel = fns.get("rope")
 
 
 class BackendUnavailable(RuntimeError):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +14,15 @@ from .base import Backend
 class SDPABackend(Backend):
     name = "sdpa"
 
+    def __init__(self) -> None:
+        from ..kernels import causal_attention, precheck
+
+        self._causal = causal_attention if precheck()[0] else None
+
     def attention_kernel(self, layout_hint: str = "causal") -> str:
-        return "torch sdpa (is_causal fast path; boolean mask for padding, windows, packing)"
+        native = ("zoo causal attention on the packed GEMM (CPU, float32, AVX2, >= 64 queries, no padding or window); "
+                  if self._causal is not None else "")
+        return native + "torch sdpa (is_causal fast path; boolean mask for padding, windows, packing)"
 
     @staticmethod
     def _native(kernel: Any, name: str, fallback: str) -> tuple[Any, str]:
@@ -33,6 +38,15 @@ class SDPABackend(Backend):
         return self._native(cpu_linear, "zoo small-GEMM (native AVX2, CPU, float32 or bf16 weights, 1-32 rows: decode "
                             "steps); zoo packed GEMM for more rows on AVX2 CPUs; torch linear otherwise", "torch linear")
 
+    def elementwise_kernels(self) -> tuple[dict[str, Any], str]:
+        from .. import kernels
+
+        fns = {"rmsnorm": kernels.rmsnorm, "silu_mul": kernels.silu_mul, "rope": kernels.rope}
+        ok, why = kernels.precheck()
+        if not ok:
+            return {}, f"torch ops (zoo native kernels unavailable: {why})"
+        return fns, "zoo fused RMSNorm, SiLU*up, RoPE in place (CPU, float32, one pass each); torch ops otherwise"
+
     def block_kernel(self) -> tuple[Any, str]:
         from ..kernels.block_step import decoder_stack_step
 
@@ -43,6 +57,10 @@ class SDPABackend(Backend):
                   window: int | None, scale: float) -> torch.Tensor:
         gqa = q.shape[1] != k.shape[1]
         if window is None or window >= layout.kv_len:
+            if self._causal is not None and layout.key_valid is None and layout.segments is None and not layout.static:
+                out = self._causal(q, k, v, scale)  # queries are the last q_len of the keys
+                if out is not None:
+                    return out
             if layout.plain_causal:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
             if layout.decode_unmasked:

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c", "gemm.c")]
+SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c", "gemm.c", "eltwise.c")]
 HEADER = Path(__file__).with_name("simd.h")  # included by both; part of the build key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 MAX_ROWS = 32  # beyond this MKL's GEMM does well; below it, its small-M paths do not
@@ -99,6 +99,16 @@ def _build() -> ctypes.CDLL:
     lib.zoo_gemm_nt.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                                 ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.zoo_gemm_nt.restype = ctypes.c_int
+    i64p = ctypes.POINTER(ctypes.c_int64)
+    lib.zoo_causal_attention.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 6 + [i64p] * 4 + [ctypes.c_float]
+    lib.zoo_causal_attention.restype = ctypes.c_int
+    lib.zoo_rmsnorm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                ctypes.c_int64, ctypes.c_float]
+    lib.zoo_rmsnorm.restype = None
+    lib.zoo_silu_mul.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    lib.zoo_silu_mul.restype = None
+    lib.zoo_rope.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4 + [i64p, ctypes.c_int64]
+    lib.zoo_rope.restype = None
     from .block_step import declare
 
     declare(lib)
@@ -202,6 +212,81 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if bias is not None:
         y += bias
     return y.to(x.dtype)
+
+
+MIN_ATTENTION_ROWS = 64  # below this torch's sdpa is as fast (and decode steps have their own path)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
+    """Causal softmax attention for prefill with the packed GEMM (`zoo_causal_attention`): q
+    (B, H, T, D) are the last T of the S positions of k and v (B, Hkv, S, D), GQA by H / Hkv.
+    Returns (B, H, T, D) as a transposed view of a (B, T, H, D) tensor, so the heads' merge that
+    follows is free; None where it does not apply (not float32 CPU tensors, autograd, fewer than
+    MIN_ATTENTION_ROWS queries, a CPU other than AVX2)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or torch.backends.cpu.get_cpu_capability() != "AVX2":
+        return None
+    b, h, t, d = q.shape
+    hkv, s = k.shape[1], k.shape[2]
+    if t < MIN_ATTENTION_ROWS or v.shape != k.shape or k.shape[0] != b or k.shape[3] != d or s < t or h % hkv:
+        return None
+    if any(x.dtype is not torch.float32 or x.device.type != "cpu" or x.stride(-1) != 1 for x in (q, k, v)):
+        return None
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return None
+    if _lib is None and not small_gemm_status()[0]:
+        return None
+    out = torch.empty(b, t, h, d)
+    o = out.transpose(1, 2)
+    strides = [(ctypes.c_int64 * 3)(*x.stride()[:3]) for x in (q, k, v, o)]
+    if _lib.zoo_causal_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), b, h, hkv, t, s, d,  # type: ignore[union-attr]
+                                 *strides, scale) != 0:
+        return None
+    return o
+
+
+def _plain_f32(*xs: torch.Tensor) -> bool:
+    """float32 CPU tensors that autograd does not need, and the library here."""
+    if any(x.dtype is not torch.float32 or x.device.type != "cpu" for x in xs):
+        return False
+    if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+        return False
+    return _lib is not None or small_gemm_status()[0]
+
+
+def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
+    """LLaMA's RMSNorm in one pass (float32): x * rsqrt(mean(x^2) + eps) * weight; None where it
+    does not apply (other dtypes, autograd, a non-contiguous weight or rows)."""
+    if x.numel() == 0 or not _plain_f32(x, weight) or not weight.is_contiguous() or weight.shape != x.shape[-1:]:
+        return None
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d)
+    if x2.stride(-1) != 1:
+        return None
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _lib.zoo_rmsnorm(x2.data_ptr(), x2.stride(0), weight.data_ptr(), out.data_ptr(), x2.shape[0], d, eps)  # type: ignore[union-attr]
+    return out
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor | None:
+    """silu(gate) * up in one pass, written into `gate` (a fresh projection output) and returned."""
+    if gate.shape != up.shape or not gate.is_contiguous() or not up.is_contiguous() or not _plain_f32(gate, up):
+        return None
+    _lib.zoo_silu_mul(gate.data_ptr(), up.data_ptr(), gate.numel())  # type: ignore[union-attr]
+    return gate
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
+    """Half-split RoPE applied in place to x (B, H, T, D) (a fresh projection's view) with
+    tables (B | 1, 1, T, D); returns x, or None where it does not apply."""
+    if x.dim() != 4 or cos.dim() != 4 or x.stride(-1) != 1 or x.shape[-1] % 2 or not _plain_f32(x, cos, sin):
+        return None
+    b, h, t, d = x.shape
+    if cos.shape != sin.shape or cos.shape[1:] != (1, t, d) or cos.shape[0] not in (1, b) or not cos.is_contiguous() \
+            or not sin.is_contiguous():
+        return None
+    strides = (ctypes.c_int64 * 3)(*x.stride()[:3])
+    _lib.zoo_rope(x.data_ptr(), cos.data_ptr(), sin.data_ptr(), b, h, t, d, strides, cos.shape[0])  # type: ignore[union-attr]
+    return x
 
 
 def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:

@@ -14,15 +14,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 
 #include "simd.h"
 
 #define MR 6
 #define NR 16
+#ifndef KC
 #define KC 256
+#endif
+#ifndef MC
 #define MC 144 /* A block 144 x 256 floats = 144 KB: half of a Zen core's L2 */
+#endif
+#ifndef NC
 #define NC 1024 /* W block 256 x 1024 floats = 1 MB per thread */
+#endif
 
 /* c[i][0..15] (+)= sum_k a[k*6+i] * b[k*16+0..15]; `acc` says whether to add to what C holds */
 static inline void micro_6x16(int64_t kc, const float *restrict a, const float *restrict b, float *c, int64_t ldc,
@@ -77,26 +84,45 @@ static inline void transpose8(__m256 *r) {
     r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-static inline float w_at(const void *w, int bf16, int64_t i) {
-    return bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+/* Where W comes from: row-major (N x K, row stride ld), float32 or bf16; or float32 given as its
+ * transpose (K x N, row stride ld: the V of attention, whose rows are W's columns) */
+enum { W_F32 = 0, W_BF16 = 1, W_F32_T = 2 };
+typedef struct {
+    const void *p;
+    int64_t ld;
+    int kind;
+} wsrc;
+
+static inline float w_at(const wsrc *w, int64_t j, int64_t k) {
+    if (w->kind == W_BF16) return bf16_to_f32(((const uint16_t *)w->p)[j * w->ld + k]);
+    if (w->kind == W_F32_T) return ((const float *)w->p)[k * w->ld + j];
+    return ((const float *)w->p)[j * w->ld + k];
 }
 
-/* W rows [j0, j0+nc) x cols [p0, p0+kc) -> micro-panels of 16 rows, k-major (8 x 8 transposes);
- * rows past the range are zero */
-static void pack_w(const void *w, int bf16, int64_t K, int64_t j0, int64_t nc, int64_t p0, int64_t kc,
-                   float *restrict out) {
+/* W rows [j0, j0+nc) x cols [p0, p0+kc) -> micro-panels of 16 rows, k-major (8 x 8 transposes;
+ * a transposed W is copied 16 floats at a time); rows past the range are zero */
+static void pack_w(const wsrc *w, int64_t j0, int64_t nc, int64_t p0, int64_t kc, float *restrict out) {
     for (int64_t jp = 0; jp < nc; jp += NR) {
         float *panel = out + jp * kc;
+        if (w->kind == W_F32_T && nc - jp >= NR) {
+            const float *src = (const float *)w->p + p0 * w->ld + j0 + jp;
+            for (int64_t k = 0; k < kc; k++) {
+                _mm256_store_ps(panel + k * NR, _mm256_loadu_ps(src + k * w->ld));
+                _mm256_store_ps(panel + k * NR + 8, _mm256_loadu_ps(src + k * w->ld + 8));
+            }
+            continue;
+        }
         for (int h = 0; h < NR; h += 8) {
-            int64_t rows = nc - jp - h;  /* valid rows in this group of 8 */
+            int64_t rows = nc - jp - h; /* valid rows in this group of 8 */
             rows = rows < 0 ? 0 : rows > 8 ? 8 : rows;
             int64_t k = 0;
-            if (rows == 8) {
+            if (rows == 8 && w->kind != W_F32_T) {
                 for (; k + 8 <= kc; k += 8) {
                     __m256 v[8];
                     for (int q = 0; q < 8; q++) {
-                        int64_t off = (j0 + jp + h + q) * K + p0 + k;
-                        v[q] = bf16 ? load8_bf16((const uint16_t *)w + off) : _mm256_loadu_ps((const float *)w + off);
+                        int64_t off = (j0 + jp + h + q) * w->ld + p0 + k;
+                        v[q] = w->kind == W_BF16 ? load8_bf16((const uint16_t *)w->p + off)
+                                                 : _mm256_loadu_ps((const float *)w->p + off);
                     }
                     transpose8(v);
                     for (int q = 0; q < 8; q++) _mm256_store_ps(panel + (k + q) * NR + h, v[q]);
@@ -104,7 +130,7 @@ static void pack_w(const void *w, int bf16, int64_t K, int64_t j0, int64_t nc, i
             }
             for (; k < kc; k++)
                 for (int q = 0; q < 8; q++)
-                    panel[k * NR + h + q] = q < rows ? w_at(w, bf16, (j0 + jp + h + q) * K + p0 + k) : 0.0f;
+                    panel[k * NR + h + q] = q < rows ? w_at(w, j0 + jp + h + q, p0 + k) : 0.0f;
         }
     }
 }
@@ -132,14 +158,15 @@ static void pack_a(const float *a, int64_t lda, int64_t M, int64_t i0, int64_t m
     }
 }
 
-static void gemm_cols(const float *a, int64_t lda, const void *w, int bf16, float *c, int64_t ldc, int64_t M,
-                      int64_t K, int64_t n0, int64_t n1, float *wbuf, float *abuf) {
+/* the serial GEMM: C[:, n0:n1] (+)= A . W^T over all of K, with one thread's scratch buffers */
+static void gemm_cols(const float *a, int64_t lda, const wsrc *w, float *c, int64_t ldc, int64_t M, int64_t K,
+                      int64_t n0, int64_t n1, float *wbuf, float *abuf) {
     float tile[MR * NR] __attribute__((aligned(32)));
     for (int64_t jc = n0; jc < n1; jc += NC) {
         int64_t nc = n1 - jc < NC ? n1 - jc : NC;
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = K - pc < KC ? K - pc : KC;
-            pack_w(w, bf16, K, jc, nc, pc, kc, wbuf);
+            pack_w(w, jc, nc, pc, kc, wbuf);
             for (int64_t ic = 0; ic < M; ic += MC) {
                 int64_t mc = M - ic < MC ? M - ic : MC;
                 pack_a(a, lda, M, ic, mc, pc, kc, abuf);
@@ -165,6 +192,9 @@ static void gemm_cols(const float *a, int64_t lda, const void *w, int bf16, floa
     }
 }
 
+#define WBUF() aligned_alloc(64, (size_t)KC * NC * sizeof(float))
+#define ABUF() aligned_alloc(64, ((size_t)KC * ((MC + MR - 1) / MR * MR) + 64) * sizeof(float))
+
 /* C (M x N, row stride ldc) = A (M x K, row stride lda) . W^T, W (N x K) contiguous float32 (bf16 = 0)
  * or bfloat16 (bf16 = 1). Returns 0, or -1 when scratch memory could not be had. */
 int zoo_gemm_nt(const float *a, int64_t lda, const void *w, int bf16, float *c, int64_t ldc, int64_t M, int64_t N,
@@ -184,15 +214,113 @@ int zoo_gemm_nt(const float *a, int64_t lda, const void *w, int bf16, float *c, 
         int t = omp_get_thread_num(), n = omp_get_num_threads();
         int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
         int64_t n0 = p0 * NR, n1 = p1 * NR < N ? p1 * NR : N;
-        float *wbuf = aligned_alloc(64, (size_t)KC * NC * sizeof(float));
-        float *abuf = aligned_alloc(64, ((size_t)KC * ((MC + MR - 1) / MR * MR) + 64) * sizeof(float));
+        float *wbuf = WBUF(), *abuf = ABUF();
+        wsrc ws = {w, K, bf16 ? W_BF16 : W_F32};
         if (!wbuf || !abuf) {
             failed = 1;
         } else if (n1 > n0) {
-            gemm_cols(a, lda, w, bf16, c, ldc, M, K, n0, n1, wbuf, abuf);
+            gemm_cols(a, lda, &ws, c, ldc, M, K, n0, n1, wbuf, abuf);
         }
         free(wbuf);
         free(abuf);
+    }
+    return failed ? -1 : 0;
+}
+
+/* ---- causal attention on the packed GEMM (prefill) ------------------------------------------- */
+
+/* e^x for x <= 0 (Cephes' expf: range reduction by ln 2, degree-6 polynomial; ~1 ulp) */
+static inline __m256 exp256(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(0x7f)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+/* p[0:n] = exp(scale * (s - max)) for j < allowed, 0 for allowed <= j < n; returns the sum */
+static float softmax_row(float *p, int64_t n, int64_t allowed, float scale) {
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= allowed; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
+    float m = -INFINITY, lanes[8];
+    _mm256_storeu_ps(lanes, vm);
+    for (int l = 0; l < 8; l++) m = lanes[l] > m ? lanes[l] : m;
+    for (; j < allowed; j++) m = p[j] > m ? p[j] : m;
+    __m256 vs = _mm256_set1_ps(scale), vms = _mm256_set1_ps(m * scale), vsum = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= allowed; j += 8) {
+        __m256 e = exp256(_mm256_fmsub_ps(_mm256_loadu_ps(p + j), vs, vms));
+        _mm256_storeu_ps(p + j, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    float sum = hsum(vsum);
+    for (; j < allowed; j++) {
+        float t[8] = {p[j] * scale - m * scale};
+        __m256 e = exp256(_mm256_loadu_ps(t));
+        _mm256_storeu_ps(t, e);
+        p[j] = t[0];
+        sum += t[0];
+    }
+    for (; j < n; j++) p[j] = 0.0f;
+    return sum;
+}
+
+#define ARB 48 /* query rows per task: a multiple of MR */
+
+/* out = softmax(scale * q k^T, causal) v for queries that are the last T of S positions (query t
+ * sees keys 0 .. S-T+t). q (B, H, T, D), k and v (B, Hkv, S, D), out (B, H, T, D), each given by
+ * its base pointer and its (batch, head, token) strides in floats, the D values contiguous; head h
+ * reads kv head h / (H / Hkv). Tasks are (batch, head, block of 48 queries), largest first, over
+ * the OpenMP threads; each computes its scores block with the packed GEMM (keys only up to the
+ * block's last query), a row softmax in float32, then P v with the same GEMM and 1/sum per row.
+ * Returns 0, or -1 when scratch memory could not be had. */
+int zoo_causal_attention(const float *q, const float *k, const float *v, float *out, int64_t B, int64_t H,
+                         int64_t Hkv, int64_t T, int64_t S, int64_t D, const int64_t *qs, const int64_t *ks,
+                         const int64_t *vs, const int64_t *os, float scale) {
+    if (B <= 0 || H <= 0 || T <= 0) return 0;
+    if (Hkv <= 0 || H % Hkv || S < T || D <= 0) return -1;
+    int64_t blocks = (T + ARB - 1) / ARB, tasks = B * H * blocks, rep = H / Hkv;
+    int failed = 0;
+#pragma omp parallel reduction(| : failed)
+    {
+        float *wbuf = WBUF(), *abuf = ABUF();
+        float *scores = aligned_alloc(64, (size_t)ARB * ((S + 15) / 16 * 16) * sizeof(float));
+        if (!wbuf || !abuf || !scores) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < tasks; task++) {
+            if (!wbuf || !abuf || !scores) continue;
+            int64_t blk = blocks - 1 - task % blocks, bh = task / blocks, b = bh / H, h = bh % H;
+            int64_t i0 = blk * ARB, n = T - i0 < ARB ? T - i0 : ARB;
+            int64_t keys = S - T + i0 + n; /* the block's last query sees keys [0, keys) */
+            const float *qb = q + b * qs[0] + h * qs[1] + i0 * qs[2];
+            const float *kb = k + b * ks[0] + (h / rep) * ks[1];
+            const float *vb = v + b * vs[0] + (h / rep) * vs[1];
+            float *ob = out + b * os[0] + h * os[1] + i0 * os[2];
+            wsrc kw = {kb, ks[2], W_F32}, vw = {vb, vs[2], W_F32_T};
+            gemm_cols(qb, qs[2], &kw, scores, keys, n, D, 0, keys, wbuf, abuf);
+            float inv[ARB];
+            for (int64_t r = 0; r < n; r++) inv[r] = 1.0f / softmax_row(scores + r * keys, keys, S - T + i0 + r + 1, scale);
+            gemm_cols(scores, keys, &vw, ob, os[2], n, keys, 0, D, wbuf, abuf);
+            for (int64_t r = 0; r < n; r++) {
+                float *row = ob + r * os[2];
+                __m256 s = _mm256_set1_ps(inv[r]);
+                int64_t j = 0;
+                for (; j + 8 <= D; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), s));
+                for (; j < D; j++) row[j] *= inv[r];
+            }
+        }
+        free(wbuf);
+        free(abuf);
+        free(scores);
     }
     return failed ? -1 : 0;
 }

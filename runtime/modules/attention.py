@@ -3,6 +3,8 @@ comes from the bound backend."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,6 +18,8 @@ from .rope import apply_rope
 
 
 class Attention(nn.Module):
+    rope_kernel: Any = None  # the bound backend's in-place RoPE (x, cos, sin) -> x or None, if any
+
     def __init__(self, dim: int, cfg: AttentionConfig, backend: Backend, layer: int):
         super().__init__()
         self.cfg = cfg
@@ -27,6 +31,13 @@ class Attention(nn.Module):
         self.v = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o = Linear(cfg.n_heads * cfg.head_dim, dim, bias=cfg.o_bias)
 
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        if self.rope_kernel is not None:
+            y = self.rope_kernel(x, cos, sin)
+            if y is not None:
+                return y
+        return apply_rope(x, cos, sin)
+
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
@@ -36,7 +47,7 @@ class Attention(nn.Module):
         v = self.v(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(self.layer, k, v, layout.start, layout.q_slots)
         out = self.backend.attention(q, k, v, layout, c.sliding_window, self.scale)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .layers import Embedding, Linear
 
-from ..backends.base import Backend, bind_linear
+from ..backends.base import Backend, bind_elementwise, bind_linear
 from ..config import BlockConfig, DecoderConfig
 from ..kv_cache import KVCache
 from ..mask import AttentionLayout
@@ -65,6 +65,7 @@ class CausalLM(nn.Module):
         for blk in self.attention_layers():
             blk.attn.backend = backend
         self._linear = bind_linear(self, backend)
+        bind_elementwise(self, backend)
         self._step, _ = backend.block_kernel()
 
     @torch.no_grad()

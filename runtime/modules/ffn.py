@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,10 @@ ACTIVATIONS = {
 
 
 class GatedFFN(nn.Module):
-    """down(act(gate x) * up x) — LLaMA's w2(silu(w1 x) * w3 x)."""
+    """down(act(gate x) * up x) — LLaMA's w2(silu(w1 x) * w3 x). `glu_kernel` is the bound
+    backend's fused silu(gate) * up, when it offers one (SiLU only)."""
+
+    glu_kernel: Any = None
 
     def __init__(self, dim: int, cfg: FFNConfig):
         super().__init__()
@@ -29,7 +34,12 @@ class GatedFFN(nn.Module):
         self.down = Linear(cfg.hidden_dim, dim, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.act(self.gate(x)) * self.up(x))
+        g, u = self.gate(x), self.up(x)
+        if self.glu_kernel is not None:
+            h = self.glu_kernel(g, u)
+            if h is not None:
+                return self.down(h)
+        return self.down(self.act(g) * u)
 
 
 class MLP(nn.Module):

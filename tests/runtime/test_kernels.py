@@ -153,3 +153,77 @@ def test_one_openmp_runtime_and_the_switch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"ZOO_KERNELS": "0", "PATH": ""})
     assert "ZOO_KERNELS=0" in out.stdout
+
+
+@needs_avx2
+@pytest.mark.parametrize("b, h, hkv, t, s, d", [(1, 4, 4, 64, 64, 16), (2, 6, 2, 100, 130, 20), (1, 3, 1, 97, 97, 8),
+                                                (1, 2, 2, 200, 200, 64)])
+def test_causal_attention_equals_the_math(b: int, h: int, hkv: int, t: int, s: int, d: int) -> None:
+    """Prefill attention: GQA/MQA, queries that are the last t of s keys (a chunk after a cache),
+    head sizes off the 8/16 grid, query counts off the 48-row tasks."""
+    g = torch.Generator().manual_seed(t + s + d)
+    q = torch.randn(b, t, h, d, generator=g).transpose(1, 2)  # the projection's (B, T, H, D) memory
+    k, v = torch.randn(b, hkv, s, d, generator=g), torch.randn(b, hkv, s, d, generator=g)
+    with torch.no_grad():
+        out = kernels.causal_attention(q, k, v, d ** -0.5)
+    assert out is not None and out.shape == (b, h, t, d)
+    assert out.transpose(1, 2).is_contiguous()  # merging the heads afterwards is a view
+    allowed = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+    rep = h // hkv
+    want = F.scaled_dot_product_attention(q.double(), k.double().repeat_interleave(rep, 1),
+                                          v.double().repeat_interleave(rep, 1), attn_mask=allowed, scale=d ** -0.5)
+    torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=1e-5)
+
+
+def test_causal_attention_declines_what_it_does_not_handle() -> None:
+    q, k = torch.randn(1, 2, 80, 16), torch.randn(1, 2, 80, 16)
+    with torch.no_grad():
+        assert kernels.causal_attention(q[:, :, :10], k[:, :, :10], k[:, :, :10], 0.25) is None  # few queries: sdpa
+        assert kernels.causal_attention(q.double(), k.double(), k.double(), 0.25) is None
+        assert kernels.causal_attention(q, k[:, :, :40], k[:, :, :40], 0.25) is None  # more queries than keys
+    assert kernels.causal_attention(q.requires_grad_(True), k, k, 0.25) is None  # autograd: torch's path
+
+
+def test_fused_elementwise_ops_equal_torch() -> None:
+    from zoo.runtime.modules.rope import apply_rope
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(3, 37, 72, generator=g), torch.randn(72, generator=g)
+    with torch.no_grad():
+        want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+        torch.testing.assert_close(kernels.rmsnorm(x, w, 1e-5), want, atol=1e-6, rtol=1e-5)
+        gate, up = torch.randn(5, 1003, generator=g) * 6, torch.randn(5, 1003, generator=g)  # 1003: a scalar tail
+        want = F.silu(gate) * up
+        torch.testing.assert_close(kernels.silu_mul(gate.clone(), up), want, atol=1e-6, rtol=1e-5)
+        for batches in (1, 2):
+            q = torch.randn(2, 9, 4, 20, generator=g).transpose(1, 2)  # (B, H, T, D) view of (B, T, H, D)
+            ang = torch.randn(batches, 1, 9, 10, generator=g)
+            cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)
+            want = apply_rope(q, cos, sin)
+            torch.testing.assert_close(kernels.rope(q.clone(), cos, sin), want, atol=1e-6, rtol=1e-5)
+        assert kernels.rmsnorm(x.double(), w.double(), 1e-5) is None
+        assert kernels.silu_mul(gate.t(), up.t()) is None  # not contiguous
+    assert kernels.rmsnorm(x, w.requires_grad_(True), 1e-5) is None  # autograd: torch's ops
+
+
+@pytest.mark.parametrize("extra", [[], ["arch.attention.n_kv_heads=2"]])
+def test_prefill_on_native_kernels_equals_eager(extra: list[str]) -> None:
+    """A prompt long enough for the packed GEMM and the causal attention, whole and in two chunks
+    through a cache, against eager's op-by-op forward."""
+    import zoo
+
+    tiny = ["arch.dim=96", "arch.n_layers=2", "arch.vocab_size=100", "arch.ffn.hidden_dim=160",
+            "arch.attention.n_heads=6", "arch.max_seq_len=512"] + extra
+    m = zoo.build("llama-2-7b", tiny, seed=1, backend="sdpa").eval()
+    ref = zoo.build("llama-2-7b", tiny, seed=1, backend="eager").eval()
+    assert m.blocks[0].attn_norm.kernel is kernels.rmsnorm and ref.blocks[0].attn_norm.kernel is None
+    tokens = torch.randint(0, 100, (2, 150), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(m(tokens), ref(tokens), atol=1e-4, rtol=1e-4)
+        outs = []
+        for model in (m, ref):
+            cache = model.new_cache(2, 160)
+            model(tokens[:, :70], cache=cache)
+            outs.append(model(tokens[:, 70:], cache=cache))  # 80 queries after 70 cached keys
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    assert "zoo fused RMSNorm" in zoo.compile("llama-2-7b", backend="sdpa").explain()
