@@ -7,24 +7,6 @@
 
 #include "simd.h"
 
-/* e^x, x clamped to [-87.3, 88.3] (Cephes' expf: range reduction by ln 2, degree-6 polynomial) */
-static inline __m256 exp256_any(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x);
-    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-    __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(0x7f)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
-}
-
 /* out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * w, rows of `dim` floats at stride ldx (out contiguous) */
 void zoo_rmsnorm(const float *x, int64_t ldx, const float *w, float *out, int64_t rows, int64_t dim, float eps) {
 #pragma omp parallel for schedule(static) if (rows * dim >= 65536)
@@ -53,7 +35,7 @@ void zoo_silu_mul(float *g, const float *u, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= 65536)
     for (int64_t b = 0; b < blocks; b++) {
         __m256 v = _mm256_loadu_ps(g + 8 * b);
-        __m256 e = exp256_any(_mm256_sub_ps(_mm256_setzero_ps(), v));
+        __m256 e = exp256(_mm256_sub_ps(_mm256_setzero_ps(), v));
         __m256 s = _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
         _mm256_storeu_ps(g + 8 * b, _mm256_mul_ps(s, _mm256_loadu_ps(u + 8 * b)));
     }
