@@ -19,9 +19,18 @@ def inv_frequencies(head_dim: int, cfg: RopeConfig, device: torch.device | None 
     return inv
 
 
+_INV: dict[tuple, torch.Tensor] = {}  # (head_dim, theta, scaling) -> inverse frequencies, on the CPU
+
+
 def rope_tables(positions: torch.Tensor, head_dim: int, cfg: RopeConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, (B, 1, T, head_dim), computed in float32 for positions (B, T)."""
-    inv = inv_frequencies(head_dim, cfg, positions.device)
+    """cos and sin, (B, 1, T, head_dim), computed in float32 for positions (B, T). The inverse
+    frequencies (all that depends on the config: theta and the scaling factor) are computed once
+    per head size, on the CPU: a decode step builds its tables every step."""
+    key = (head_dim, cfg.theta, cfg.scaling_factor)
+    inv = _INV.get(key)
+    if inv is None:
+        inv = _INV[key] = inv_frequencies(head_dim, cfg)
+    inv = inv.to(positions.device)  # a copy per call elsewhere: the same graph input every step on XLA
     freqs = positions[..., None].float() * inv
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]
     return emb.cos().to(dtype), emb.sin().to(dtype)
