@@ -15,9 +15,9 @@ class SDPABackend(Backend):
     name = "sdpa"
 
     def __init__(self) -> None:
-        from ..kernels import causal_attention, precheck
+        from ..kernels import causal_attention
 
-        self._causal = causal_attention if precheck()[0] else None
+        self._causal, _ = self._native(causal_attention, "", "")
 
     def attention_kernel(self, layout_hint: str = "causal") -> str:
         native = ("zoo causal attention on the packed GEMM (CPU, float32, AVX2, >= 64 queries, no padding or window); "
@@ -41,11 +41,10 @@ class SDPABackend(Backend):
     def elementwise_kernels(self) -> tuple[dict[str, Any], str]:
         from .. import kernels
 
-        fns = {"rmsnorm": kernels.rmsnorm, "silu_mul": kernels.silu_mul, "rope": kernels.rope}
-        ok, why = kernels.precheck()
-        if not ok:
-            return {}, f"torch ops (zoo native kernels unavailable: {why})"
-        return fns, "zoo fused RMSNorm, SiLU*up, RoPE in place (CPU, float32, one pass each); torch ops otherwise"
+        fns, name = self._native({"rmsnorm": kernels.rmsnorm, "silu_mul": kernels.silu_mul, "rope": kernels.rope},
+                                 "zoo fused RMSNorm, SiLU*up, RoPE in place (CPU, float32, one pass each); torch ops "
+                                 "otherwise", "torch ops")
+        return fns or {}, name
 
     def block_kernel(self) -> tuple[Any, str]:
         from ..kernels.block_step import decoder_stack_step

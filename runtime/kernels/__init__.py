@@ -1,11 +1,12 @@
 """Native CPU kernels, compiled on first use with the machine's C compiler and loaded by ctypes.
 
-Three kernels: `small_gemm.c`, the linear layer of decode steps (1..32 rows; float32 or bf16
+Four sources: `small_gemm.c`, the linear layer of decode steps (1..32 rows; float32 or bf16
 weights, float32 sums), which runs at close to memory bandwidth where MKL's GEMV does not
 (docs/backends.md); `block_step.c`, every LLaMA-style decoder block of such a step in one call
-(`block_step.py`); and `gemm.c`, a packed GEMM for prefill-sized linears on AVX2 CPUs (faster
+(`block_step.py`); `gemm.c`, a packed GEMM for prefill-sized linears on AVX2 CPUs (faster
 than MKL's float32 GEMM on this class of machine, and it reads bf16 weights without a widened
-copy). `cpu_linear` is what the sdpa backend binds. The library is
+copy), with a causal attention for prefill on top of it; and `eltwise.c`, one-pass RMSNorm,
+SiLU*up and RoPE. `cpu_linear` is what the sdpa backend binds. The library is
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
 atomically, so concurrent processes never load a half-written file. Where it cannot be built
 (no compiler, no AVX2/FMA, a compile error) or ZOO_KERNELS=0, `small_linear` returns None and the
@@ -15,6 +16,7 @@ caller uses torch; `small_gemm_status()` says which and why, for `--explain`.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -138,6 +140,13 @@ def small_gemm_status() -> tuple[bool, str]:
     return _status
 
 
+@functools.cache
+def _avx2() -> bool:
+    """The packed GEMM and the attention on it are AVX2 code: used where that is the widest the CPU
+    has (on AVX-512, MKL's and torch's own kernels are wider)."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+
+
 def _applies(x: torch.Tensor, weight: torch.Tensor, bf16: bool = False) -> bool:
     """CPU tensors, a contiguous weight, no autograd wanted, and a kernel on this machine; float32
     weights with float32 inputs, or (where `bf16` is allowed) bfloat16 weights with float32 or
@@ -194,7 +203,7 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     AVX2 CPUs: float32 inputs with float32 weights, or bfloat16 weights widened while packing (the
     result then rounded to x's dtype). None where it does not apply (autograd, other dtypes or
     devices, a CPU with AVX-512, where MKL's kernels are wider than this one)."""
-    if x.dim() == 0 or torch.backends.cpu.get_cpu_capability() != "AVX2" or not _applies(x, weight, True):
+    if x.dim() == 0 or not _avx2() or not _applies(x, weight, True):
         return None
     if weight.dtype is torch.float32 and x.dtype is not torch.float32:
         return None
@@ -217,23 +226,28 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 MIN_ATTENTION_ROWS = 64  # below this torch's sdpa is as fast (and decode steps have their own path)
 
 
+def _plain_f32(*xs: torch.Tensor) -> bool:
+    """float32 CPU tensors that autograd does not need, and the library here."""
+    if any(x.dtype is not torch.float32 or x.device.type != "cpu" for x in xs):
+        return False
+    if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+        return False
+    return _lib is not None or small_gemm_status()[0]
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
     """Causal softmax attention for prefill with the packed GEMM (`zoo_causal_attention`): q
     (B, H, T, D) are the last T of the S positions of k and v (B, Hkv, S, D), GQA by H / Hkv.
     Returns (B, H, T, D) as a transposed view of a (B, T, H, D) tensor, so the heads' merge that
     follows is free; None where it does not apply (not float32 CPU tensors, autograd, fewer than
     MIN_ATTENTION_ROWS queries, a CPU other than AVX2)."""
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or torch.backends.cpu.get_cpu_capability() != "AVX2":
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or q.shape[2] < MIN_ATTENTION_ROWS:
         return None
     b, h, t, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
-    if t < MIN_ATTENTION_ROWS or v.shape != k.shape or k.shape[0] != b or k.shape[3] != d or s < t or h % hkv:
+    if v.shape != k.shape or k.shape[0] != b or k.shape[3] != d or s < t or h % hkv or not _avx2():
         return None
-    if any(x.dtype is not torch.float32 or x.device.type != "cpu" or x.stride(-1) != 1 for x in (q, k, v)):
-        return None
-    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
-        return None
-    if _lib is None and not small_gemm_status()[0]:
+    if any(x.stride(-1) != 1 for x in (q, k, v)) or not _plain_f32(q, k, v):
         return None
     out = torch.empty(b, t, h, d)
     o = out.transpose(1, 2)
@@ -242,15 +256,6 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
                                  *strides, scale) != 0:
         return None
     return o
-
-
-def _plain_f32(*xs: torch.Tensor) -> bool:
-    """float32 CPU tensors that autograd does not need, and the library here."""
-    if any(x.dtype is not torch.float32 or x.device.type != "cpu" for x in xs):
-        return False
-    if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
-        return False
-    return _lib is not None or small_gemm_status()[0]
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:

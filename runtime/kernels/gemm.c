@@ -21,15 +21,9 @@
 
 #define MR 6
 #define NR 16
-#ifndef KC
 #define KC 256
-#endif
-#ifndef MC
 #define MC 144 /* A block 144 x 256 floats = 144 KB: half of a Zen core's L2 */
-#endif
-#ifndef NC
 #define NC 1024 /* W block 256 x 1024 floats = 1 MB per thread */
-#endif
 
 /* c[i][0..15] (+)= sum_k a[k*6+i] * b[k*16+0..15]; `acc` says whether to add to what C holds */
 static inline void micro_6x16(int64_t kc, const float *restrict a, const float *restrict b, float *c, int64_t ldc,
