@@ -55,9 +55,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from zoo.btx import Ensemble, branch, mix  # noqa: E402
+from zoo.recipes.btx import Ensemble, branch, mix  # noqa: E402
 from zoo.train import TrainConfig, Trainer  # noqa: E402
-from zoo.train_data import TokenStream  # noqa: E402
+from zoo.train import TokenStream  # noqa: E402
 
 DOMAINS = ("python", "c", "english")
 

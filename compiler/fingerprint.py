@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .schema import ModelSpec
+from typing import Any
 
 
-def canonical_json(spec: "ModelSpec") -> str:
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def fingerprint(spec: "ModelSpec") -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+def fingerprint_of(data: Any) -> str:
+    """sha256 of a spec's JSON dump (`ModelSpec.fingerprint()`), or of a spec mapping as written."""
+    return "sha256:" + hashlib.sha256(canonical_json(data).encode()).hexdigest()

@@ -423,3 +423,10 @@ def spec_from_file(path: str | Path, overrides: Sequence[str] = (), resolver: Sp
 def spec_from_text(text: str, overrides: Sequence[str] = (), resolver: SpecResolver | None = None,
                    source: str = "<string>") -> ModelSpec:
     return compile_spec(load_raw_text(text, resolver or SpecResolver(), source), overrides)
+
+
+def override_spec(spec: ModelSpec, overrides: Sequence[str]) -> ModelSpec:
+    """`spec` with dotted overrides applied (validated again, interpolations already resolved)."""
+    if not overrides:
+        return spec
+    return compile_spec(RawSpec(spec.model_dump(mode="json"), {}, f"<{spec.name}>"), overrides)

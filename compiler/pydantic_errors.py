@@ -13,15 +13,29 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import registry
 from .errors import Problem, close_matches
 from .schema import FieldError, ModelSpec
 from .yaml_source import KeyPath, Origins, locate
 
 
+def _field_type(field: Any) -> Any:
+    """A model field's type with its metadata (a Slot field's type is its kinds' union)."""
+    slot = registry.slot_of(field.annotation, field.metadata)
+    if slot is not None:
+        return list(registry.kinds(slot.slot).values())
+    return field.annotation
+
+
 def _unwrap(tp: Any) -> list[Any]:
     """The model classes (or dict/list containers) a field annotation can hold."""
+    if isinstance(tp, list):  # a Slot's kinds
+        return list(tp)
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
+        slot = registry.slot_of(tp)
+        if slot is not None:
+            return list(registry.kinds(slot.slot).values())
         return _unwrap(typing.get_args(tp)[0])
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         out = []
@@ -36,7 +50,7 @@ def _step(tp: Any, key: str) -> tuple[Any, bool] | None:
     for cand in _unwrap(tp):
         if isinstance(cand, type) and issubclass(cand, BaseModel):
             if key in cand.model_fields:
-                return cand.model_fields[key].annotation, True
+                return _field_type(cand.model_fields[key]), True
             tag = cand.model_fields.get("kind")
             if tag is not None and tag.default == key:
                 return cand, False

@@ -23,10 +23,10 @@ def _source_checkout_path() -> None:
 
 _source_checkout_path()
 
-from .api import build, compile, list_models, load, spec
-from .compiler.errors import SpecError, UnknownModelError, ZooError
-from .compiler.schema import ModelSpec
-from .model import Model
+from .api import build, compile, convert, list_models, load, push, spec  # noqa: E402
+from .compiler.errors import SpecError, UnknownModelError, ZooError  # noqa: E402
+from .compiler.schema import ModelSpec  # noqa: E402
+from .model import Model  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,12 +36,5 @@ def list() -> "list[str]":  # noqa: A001 - the design's public name
     return [e.name for e in list_models()]
 
 
-def push(model, repo_id: str, **kw):  # type: ignore[no-untyped-def]
-    """Publish a model (or a saved folder) to the Hugging Face Hub."""
-    from .hub import push as _push
-
-    return _push(model, repo_id, **kw)
-
-
-__all__ = ["build", "compile", "list", "list_models", "load", "push", "spec", "Model", "ModelSpec", "SpecError",
-           "UnknownModelError", "ZooError"]
+__all__ = ["build", "compile", "convert", "list", "list_models", "load", "push", "spec", "Model", "ModelSpec",
+           "SpecError", "UnknownModelError", "ZooError"]

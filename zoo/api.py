@@ -1,4 +1,5 @@
-"""The public API: zoo.list, zoo.spec, zoo.compile, zoo.build, zoo.load."""
+"""The public API: zoo.list_models, zoo.spec, zoo.compile, zoo.build, zoo.load, zoo.convert,
+zoo.push."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import catalog
+from . import catalog, hub, loading
 from .compiler import Compiled
 from .compiler import compile as _compile
-from .compiler.lowering import lower
+from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
-from .loading import load_folder, resolve_source  # imported with zoo: a load pays no import on its first call
-from .model import as_zoo_model, materialize
-from .runtime import backends
+from .formats import open_checkpoint
+from .formats.export import export
+from .model import as_zoo_model, lower_spec, materialize, parse_dtype
 
 SpecLike = str | Path | ModelSpec
 
@@ -28,29 +29,11 @@ def list_models() -> list[catalog.Entry]:
 def spec(name: SpecLike, overrides: Sequence[str] = ()) -> ModelSpec:
     """A validated spec: catalog name, YAML path, checkpoint folder, or a ModelSpec (overrides apply)."""
     if isinstance(name, ModelSpec):
-        if not overrides:
-            return name
-        from .compiler.frontend import RawSpec, compile_spec
-
-        return compile_spec(RawSpec(name.model_dump(mode="json"), {}, f"<{name.name}>"), overrides)
+        return override_spec(name, overrides)
     p = Path(name)
     if p.is_dir():
-        from .formats import open_checkpoint
-
-        return spec(open_checkpoint(p).spec, overrides)
+        return override_spec(open_checkpoint(p).spec, overrides)
     return catalog.get_spec(name, overrides)
-
-
-def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        out = getattr(torch, str(dtype))
-    except AttributeError:
-        out = None
-    if not isinstance(out, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return out
 
 
 def compile(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None = None,  # noqa: A001
@@ -59,21 +42,15 @@ def compile(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | Non
     return _compile(spec(name, overrides), backend, device)
 
 
-def _lower(s: ModelSpec, backend: str | None, device: torch.device | str) -> tuple[Compiled, nn.Module]:
-    compiled = _compile(s, backend, device)
-    be = backends.get(compiled.backend.name, device)  # raises BackendUnavailable with the reason
-    return compiled, lower(compiled.ir, be)
-
-
 def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None = None,
           device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
           init: str | None = "random", seed: int | None = 0, tokenizer: Any = None) -> nn.Module:
     """A model from its spec. init="random" allocates and initializes; init="meta" allocates nothing."""
-    compiled, net = _lower(spec(name, overrides), backend, device)
-    if init == "random":
-        materialize(net, device, _dtype(dtype), seed)
-    elif init not in (None, "meta"):
+    if init not in ("random", "meta", None):
         raise ValueError(f"init must be 'random' or 'meta', got {init!r}")
+    compiled, net = lower_spec(spec(name, overrides), backend, device)
+    if init == "random":
+        materialize(net, device, parse_dtype(dtype), seed)
     return as_zoo_model(net, compiled, tokenizer)
 
 
@@ -94,9 +71,19 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
     `dtype` casts as tensors stream in (default: the checkpoint's); `verify=True` re-checks every
     file's sha256; `token` reads private repos (default: HF_TOKEN or the stored login).
     """
-    folder, base_spec = resolve_source(name, revision=revision, token=token, cache_dir=cache_dir,
-                                       force_download=force_download, verify=verify)
-    if base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
-        base_spec = spec(str(name), overrides)
-    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=_dtype(dtype),
-                       verify=verify)
+    return loading.load(name, overrides, backend=backend, device=device, dtype=parse_dtype(dtype), revision=revision,
+                        token=token, cache_dir=cache_dir, force_download=force_download, verify=verify)
+
+
+def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,
+            max_shard_size: int | str = 5 * 2**30, overwrite: bool = False, **load_kw: Any) -> Path:
+    """Any loadable checkpoint (a folder in a known format, a catalog name, a Hub repo) -> `to`:
+    'hf' (transformers folder), 'meta' (consolidated.*.pth), 'mistral' (consolidated.safetensors)
+    or 'zoo' (zoo's own folder)."""
+    model = load(src, dtype=dtype, **load_kw)
+    return export(model, dst, to, shards=shards, max_shard_size=max_shard_size, overwrite=overwrite)
+
+
+def push(model: Any, repo_id: str, **kw: Any) -> str:
+    """Publish a model (or a saved folder) to the Hugging Face Hub; returns the commit sha."""
+    return hub.push(model, repo_id, **kw)

@@ -22,9 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .checkpoint import SAFE_LOADER, SPEC_FILE, CheckpointError, hash_files
+from . import catalog
+from .checkpoint import SAFE_LOADER, SPEC_FILE, CheckpointError, hash_files, read_document, verify_files
+from .checkpoint.card import model_card
+from .compiler import compile_ir
 from .compiler.errors import UnknownModelError, ZooError
 from .compiler.schema import ModelSpec
+from .formats import detect
+from .formats.export import save
+from .formats.hf import hf_unsupported
 
 # what a zoo, transformers or Meta checkpoint needs: weights, JSON configs and indexes, tokenizer
 # models, the spec and card. Only top-level consolidated.*.pth, so repos that keep Meta's
@@ -76,8 +82,6 @@ def hub_errors(repo_id: str, revision: str | None = None, token: Any = None) -> 
 def resolve_name(name: str) -> tuple[str, str | None, ModelSpec | None]:
     """(repo id, pinned revision, catalog spec) for a catalog name or a repo id (`org/name`,
     or `org/name/subfolder` for repos holding several models)."""
-    from . import catalog
-
     try:
         spec = catalog.get_spec(name)
     except UnknownModelError:
@@ -202,8 +206,6 @@ def push(obj: Any, repo_id: str, *, private: bool | None = None, token: str | bo
             folder = _checked_folder(Path(obj))
             readme = _card_for(folder, repo_id)
         else:
-            from .checkpoint import save
-
             folder = save(obj, Path(tmp) / "checkpoint", max_shard_size=max_shard_size, repo_id=repo_id,
                           progress=progress)
             readme = None
@@ -228,9 +230,6 @@ def _hidden(rel: Path) -> bool:
 
 def _checked_folder(folder: Path) -> Path:
     """A folder worth pushing: a recognised checkpoint whose files match zoo.yaml."""
-    from .checkpoint import read_document, verify_files
-    from .formats import detect
-
     kind = detect(folder)
     if kind == "zoo":
         verify_files(folder, read_document(folder).files, checksums=False)
@@ -241,11 +240,6 @@ def _card_for(folder: Path, repo_id: str) -> str | None:
     """A zoo folder's card, re-rendered to name the repo it is pushed to."""
     if not (folder / SPEC_FILE).is_file():
         return None
-    from .card import model_card
-    from .checkpoint import read_document
-    from .compiler import compile_ir
-    from .hf_config import hf_unsupported
-
     doc = read_document(folder)
     hf = (folder / "config.json").is_file()
     files = {k: v["size"] for k, v in doc.files.items() if k != "README.md"}

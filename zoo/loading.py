@@ -1,6 +1,11 @@
-"""From a name to a loaded model: find the folder (local, or the Hub cache), recognise its
-format, build the model on the meta device, check every key and shape against the IR (all
-problems reported at once, nothing allocated yet), then stream the tensors in one at a time.
+"""From a name to a loaded model, on one straight path:
+
+    resolve the source (a folder, the package's bundled models, a catalog name or Hub repo)
+    → open the checkpoint (its format detected once)
+    → the spec (the checkpoint's, or the catalog's; overrides applied)
+    → compile and lower once (one IR, one backend; on the meta device: nothing allocated)
+    → bind the format's key map to that IR and check every key and shape (all problems at once)
+    → stream the tensors in one at a time.
 """
 
 from __future__ import annotations
@@ -10,11 +15,20 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from . import catalog
 from .checkpoint import CheckpointError, verify_files
+from .checkpoint.tensors import assign, check_loaded, parameter_slots
+from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
-from .formats import bind, format_for, open_checkpoint
-from .weights import assign, check_loaded, parameter_slots
+from .formats import open_checkpoint
+from .hub import download
+from .model import as_zoo_model, lower_spec
+from .runtime.tokenizers import BPETokenizer, SentencePieceTokenizer
+from .runtime.tokenizers.tekken import TekkenTokenizer
+
+TOKENIZERS = {"sentencepiece": SentencePieceTokenizer, "bpe": BPETokenizer, "tekken": TekkenTokenizer}
 
 
 def resolve_source(name: str | Path, *, revision: str | None = None, token: str | bool | None = None,
@@ -31,8 +45,6 @@ def resolve_source(name: str | Path, *, revision: str | None = None, token: str 
     shipped = bundled_folder(str(name))
     if shipped is not None and revision is None:
         return shipped, None
-    from .hub import download
-
     return download(str(name), revision=revision, token=token, cache_dir=cache_dir, force_download=force_download,
                     verify=verify)
 
@@ -44,24 +56,13 @@ def bundled_folder(name: str) -> Path | None:
 
 
 def load_tokenizer(folder: Path, spec: ModelSpec) -> Any:
+    """The tokenizer the spec names, from `folder` (None when the spec names none or the file
+    is not there)."""
     if spec.tokenizer is None:
         return None
     path = Path(folder) / spec.tokenizer.file
-    if not path.is_file():
-        return None
-    if spec.tokenizer.kind == "sentencepiece":
-        from .runtime.tokenizers import SentencePieceTokenizer
-
-        return SentencePieceTokenizer.from_file(path)
-    if spec.tokenizer.kind == "bpe":
-        from .runtime.tokenizers import BPETokenizer
-
-        return BPETokenizer.from_file(path)
-    if spec.tokenizer.kind == "tekken":
-        from .runtime.tokenizers.tekken import TekkenTokenizer
-
-        return TekkenTokenizer.from_file(path)
-    return None
+    cls = TOKENIZERS.get(spec.tokenizer.kind)
+    return cls.from_file(path) if cls is not None and path.is_file() else None
 
 
 def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str, dtype: torch.dtype | None,
@@ -69,8 +70,6 @@ def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str
     """Per binding: read its tensors (views of the mapped file), transform, cast, move, assign.
     When no copy was needed the mapped pages *are* the parameter; otherwise they are dropped
     right away so the file never sits in memory beside the model."""
-    from tqdm.auto import tqdm
-
     slots = parameter_slots(net)
     order = sorted(plan.bindings, key=lambda b: source.order_key(b.external[0]))
     with torch.no_grad():
@@ -89,7 +88,7 @@ def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str
 def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[str] = (), *,
                 backend: str | None = None, device: str | torch.device = "cpu",
                 dtype: torch.dtype | None = None, verify: bool | None = None) -> nn.Module:
-    """Load a checkpoint folder in any known format (zoo, hf-llama, meta).
+    """Load a checkpoint folder in any known format (zoo, transformers, Meta, Mistral).
 
     `base_spec` (a catalog spec, overrides already applied) is used for folders that carry no
     zoo.yaml; `overrides` apply to the spec a folder carries.
@@ -97,21 +96,30 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
     `verify`: None checks that every file zoo.yaml lists has its size (cheap); True also checks
     each file's sha256; False skips both. Safetensors headers are always checked against the
     file sizes."""
-    from . import api
-    from .model import as_zoo_model
-
     folder = Path(folder)
     ckpt = open_checkpoint(folder, base_spec)
     if ckpt.files and verify is not False:
         verify_files(folder, ckpt.files, checksums=bool(verify))
-    spec = ckpt.spec if ckpt.spec is base_spec else api.spec(ckpt.spec, overrides)
-    compiled, net = api._lower(spec, backend, device)  # on the meta device: nothing allocated
-    plan = bind(format_for(ckpt.layout, spec), spec, {n: p.sizes for n, p in compiled.ir.parameters()})
+    spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
+    compiled, net = lower_spec(spec, backend, device)  # on the meta device: nothing allocated
+    plan = ckpt.plan(spec, {n: p.sizes for n, p in compiled.ir.parameters()})
     report = plan.check(ckpt.source.shapes(plan.shard_dims()))
     if not report.ok:
-        err = CheckpointError(report.render(f"{folder} ({ckpt.kind} checkpoint, {ckpt.layout} names)"))
+        err = CheckpointError(report.render(f"{folder} ({ckpt.kind} checkpoint, {plan.format.name} names)"))
         err.report = report  # type: ignore[attr-defined]  # every name, for code that wants them all
         raise err
     stream_in(net, plan, ckpt.source, device, dtype, desc=f"loading {folder.name}")
     ckpt.source.close()
     return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec))
+
+
+def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
+         device: str | torch.device = "cpu", dtype: torch.dtype | None = None, revision: str | None = None,
+         token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
+         verify: bool | None = None) -> nn.Module:
+    """`zoo.load` (see its docstring): the source resolved, then `load_folder`."""
+    folder, base_spec = resolve_source(name, revision=revision, token=token, cache_dir=cache_dir,
+                                       force_download=force_download, verify=verify)
+    if base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
+        base_spec = catalog.get_spec(str(name), overrides)
+    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify)

@@ -14,8 +14,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import vlm
 from .compiler import Compiled
+from .compiler import compile as compile_spec
+from .compiler.lowering import lower
 from .compiler.schema import ModelSpec
+from .formats.export import save
+from .hub import push
+from .runtime.memory import huge_page_empty
+from .runtime.tokenizers.infill import InfillTokens, build_infill_prompt
 
 
 class ModelMixin:
@@ -26,13 +33,10 @@ class ModelMixin:
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | Path, **kw: Any) -> Path:
         """Write a zoo checkpoint folder (atomically): zoo.yaml, safetensors, tokenizer, card."""
-        from .checkpoint import save
-
-        return save(self, path, **kw)  # type: ignore[arg-type]
+        return save(self, path, **kw)
 
     def push(self, repo_id: str, **kw: Any) -> str:
-        from .hub import push
-
+        """Publish to the Hugging Face Hub as one commit; returns its sha."""
         return push(self, repo_id, **kw)
 
     def explain(self) -> str:
@@ -66,9 +70,7 @@ class ModelMixin:
         `images` (vision-language models): a list for one prompt, a list per prompt for a batch;
         `[IMG]` in a prompt marks where its next image goes, else its images come first."""
         if images is not None:
-            from .vlm import generate_with_images
-
-            return generate_with_images(self, prompt, images, max_new_tokens, **kw)
+            return vlm.generate_with_images(self, prompt, images, max_new_tokens, **kw)
         tok = self._need_tokenizer()
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         bos = self.spec.tokenizer.bos_id if self.spec.tokenizer else None  # the spec says what starts a prompt
@@ -93,18 +95,14 @@ class ModelMixin:
     def chat(self, messages: Sequence[Any], max_new_tokens: int = 256, **kw: Any) -> str | list[str]:
         """The assistant's reply to `messages` (Pixtral's chat format; image items are paths,
         bytes, PIL images or arrays), or a list of replies for a list of conversations."""
-        from .vlm import chat
-
-        return chat(self, messages, max_new_tokens, **kw)
+        return vlm.chat(self, messages, max_new_tokens, **kw)
 
     @property
     def image_processor(self) -> Any:
         """The ImageProcessor images go through (from the spec's vision encoder); assignable."""
         proc = self.__dict__.get("_image_processor")
         if proc is None:
-            from .vlm import image_processor
-
-            proc = self.__dict__["_image_processor"] = image_processor(self)
+            proc = self.__dict__["_image_processor"] = vlm.image_processor(self)
         return proc
 
     @image_processor.setter
@@ -113,8 +111,6 @@ class ModelMixin:
 
     def infill(self, prefix: str, suffix: str, mode: str = "psm", max_new_tokens: int = 128, **kw: Any) -> str:
         """Code Llama fill-in-the-middle: the text that goes between prefix and suffix."""
-        from .runtime.tokenizers.infill import InfillTokens, build_infill_prompt
-
         tok = self._need_tokenizer()
         spec = self.spec.tokenizer.infill if self.spec.tokenizer else None
         if spec is None:
@@ -149,8 +145,6 @@ def materialize(net: nn.Module, device: torch.device | str, dtype: torch.dtype |
     # seed gives the same weights everywhere
     init_on = device if device.type in ("cpu", "cuda") else torch.device("cpu")
     if init_on.type == "cpu":  # big matrices on huge pages (runtime/memory.py), the rest as usual
-        from .runtime.memory import huge_page_empty
-
         for mod in net.modules():
             for attr, p in mod._parameters.items():
                 if p is not None and p.is_meta:
@@ -164,3 +158,20 @@ def materialize(net: nn.Module, device: torch.device | str, dtype: torch.dtype |
     net.init_weights(generator=gen)  # type: ignore[operator]
     if dtype is not None or init_on != device:
         net.to(device=device, dtype=dtype)
+
+
+def lower_spec(spec: ModelSpec, backend: str | None, device: torch.device | str) -> tuple[Compiled, nn.Module]:
+    """Compile `spec` once (one IR, one backend) and lower it on the meta device: nothing is
+    allocated. BackendUnavailable says why a requested backend cannot run here."""
+    compiled = compile_spec(spec, backend, device)
+    return compiled, lower(compiled.ir, compiled.require_backend())
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """torch.bfloat16 from "bfloat16" (or a dtype, or None); ValueError naming the choices."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    out = getattr(torch, str(dtype), None)
+    if not isinstance(out, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return out

@@ -27,10 +27,15 @@ from .runtime.vision.preprocess import ImageProcessor, ProcessedImage
 MARKER = "[IMG]"  # in generate_text prompts: where the next image goes
 
 
+def reads_images(arch: Any) -> bool:
+    """Whether a spec's arch has a vision encoder (a vision-language kind)."""
+    return getattr(arch, "vision", None) is not None
+
+
 def require_vision(model: Any) -> Any:
     """The model's vision-language arch, or a ValueError saying it reads no images."""
     arch = model.spec.arch
-    if arch.kind != "vision-language" or getattr(model, "vision", None) is None:
+    if not reads_images(arch) or getattr(model, "vision", None) is None:
         raise ValueError(f"{model.spec.name} has no vision encoder: it cannot read images "
                          "(use a vision-language model such as pixtral-12b)")
     return arch
@@ -72,7 +77,7 @@ def encode_prompt(model: Any, prompt: str, images: Sequence[Any]) -> tuple[list[
     bos = model.spec.tokenizer.bos_id if model.spec.tokenizer else None
     ids = [bos] if bos is not None else []
     if not images:
-        if MARKER in prompt and arch.kind == "vision-language":
+        if MARKER in prompt and reads_images(arch):
             raise ImageTokenMismatch(f"the prompt has {prompt.count(MARKER)} {MARKER} marker(s) but no images were given")
         return ids + tok.encode(prompt, bos=False), []
     arch = require_vision(model)
@@ -131,7 +136,7 @@ def chat(model: Any, messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[M
                          f"got {type(tok).__name__}")
     single = _is_conversation(messages)
     convs = [messages] if single else list(messages)
-    processor = model.image_processor if model.spec.arch.kind == "vision-language" else None
+    processor = model.image_processor if reads_images(model.spec.arch) else None
     ids, pixels = [], []
     for conv in convs:
         row, processed = encode_chat(tok, conv, processor)

@@ -1,6 +1,7 @@
-"""Compiler passes: small functions IR -> report (checks, accounting)."""
+"""Compiler passes: small functions IR -> report (checks, accounting, kernel selection)."""
 
 from .accounting import Accounting, account
 from .check import check_ir
+from .kernels import BackendChoice, choose_backend, select_kernels
 
-__all__ = ["Accounting", "account", "check_ir"]
+__all__ = ["Accounting", "BackendChoice", "account", "check_ir", "choose_backend", "select_kernels"]

@@ -1,12 +1,16 @@
-"""Parameters, FLOPs per token and memory, computed from the IR's symbolic shapes."""
+"""Parameters, FLOPs per token and memory, from the IR's symbolic shapes. Each node's kind
+says what its node costs given its children's cost (`Kind.cost`); a node with an accounting
+part (attention, ffn, vision …) takes its whole subtree's parameters into that part."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..ir import Node
+from ..registry import Cost
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1}
+UNASSIGNED = "other"  # parameters no node with a part holds
 
 
 @dataclass(frozen=True)
@@ -25,41 +29,23 @@ class Accounting:
         return self.kv_bytes_per_token * DTYPE_BYTES[dtype] * tokens
 
 
-def account(ir: Node, context: int | None = None) -> Accounting:
-    if ir.kind == "vision_language":
-        from .accounting_vision import account_vision_language
+@dataclass(frozen=True)
+class CostContext:
+    context: int  # tokens of context the per-token FLOPs are averaged over
 
-        return account_vision_language(ir, context)
-    arch = ir.attrs["spec"]
-    ctx = context or arch.max_seq_len
-    by_part: dict[str, int] = {"embedding": 0, "attention": 0, "ffn": 0, "norm": 0, "output": 0}
-    matmul = 0
-    attn_flops = 0
-    kv_elems = 0
-    inactive = 0
-    for node in ir.walk():
-        n = sum(p.numel for p in node.params)
-        if node.kind == "embedding":
-            by_part["embedding"] += n
-        elif node.kind == "norm":
-            by_part["norm"] += n
-        elif node.kind == "linear":
-            part = "output" if node.path == "output" else ("attention" if ".attn." in node.path else "ffn")
-            by_part[part] += n
-            matmul += node.params[0].numel
-        elif node.kind == "experts":
-            e, k = node.attrs["n_experts"], node.attrs["top_k"]
-            by_part["ffn"] += n
-            matmul += n // e * k  # each token runs top_k of the n_experts experts
-            inactive += n // e * (e - k)
-        elif node.kind == "attention":
-            a = node.attrs["spec"]
-            window = min(ctx, a.sliding_window or ctx)
-            # scores and weighted sum: 2 matmuls of (heads*head_dim) x keys, averaged over the context
-            attn_flops += 2 * 2 * a.n_heads * a.head_dim * (window if a.sliding_window else (ctx + 1) // 2)
-            kv_elems += 2 * a.n_kv_heads * a.head_dim
-    if arch.tie_embeddings:
-        matmul += arch.vocab_size * arch.dim
-    total = sum(by_part.values())
+
+def _cost(node: Node, ctx: CostContext) -> Cost:
+    inner = sum((_cost(c, ctx) for c in node.children), Cost())
+    cost = node.spec.cost(node, ctx, inner)
+    if node.part:
+        cost = Cost({node.part: cost.total}, cost.flops, cost.kv_elems, cost.inactive)
+    return cost
+
+
+def account(ir: Node, context: int | None = None) -> Accounting:
+    ctx = CostContext(context or ir.spec.language_model().max_seq_len)  # type: ignore[attr-defined]
+    cost = _cost(ir, ctx)
+    by_part = {(k or UNASSIGNED): v for k, v in cost.params.items() if v}
+    total = cost.total
     weight_bytes = {k: total * v for k, v in DTYPE_BYTES.items() if k in ("float32", "bfloat16", "int8")}
-    return Accounting(total, by_part, 2 * matmul + attn_flops, ctx, kv_elems, weight_bytes, total - inactive)
+    return Accounting(total, by_part, cost.flops, ctx.context, cost.kv_elems, weight_bytes, total - cost.inactive)

@@ -57,6 +57,14 @@ class Backend:
         call. The default: none, torch's ops everywhere."""
         return {}, "torch ops"
 
+    def explain_rows(self) -> list[tuple[str, str, str, str]]:
+        """(op, label, kernel, why) rows that `--explain` adds for what the backend binds
+        model-wide rather than per component."""
+        return [("*", "linear", self.linear_kernel()[1], "every projection (q/k/v/o, ffn, output)"),
+                ("*", "element-wise", self.elementwise_kernels()[1], "norms, gated activations, rotary embeddings"),
+                ("blocks.*", "decode step", self.block_kernel()[1],
+                 "all blocks of a decode step in one call where it applies")]
+
     def block_diagonal_kernel(self) -> str:
         """Name of the kernel `block_diagonal_attention` uses, for `--explain`."""
         return "matmul + softmax (float32) + matmul, dense block-diagonal boolean mask"
@@ -76,33 +84,24 @@ class Backend:
         return torch.matmul(probs, v)
 
 
-def bind_linear(model: Any, backend: Backend) -> Any:
-    """Give every Linear of `model` the backend's linear kernel; returns that kernel (or None)."""
-    from ..modules.layers import Linear
+@dataclass(frozen=True)
+class Kernels:
+    """What a backend offers the modules of one model, asked once per binding."""
 
-    fn, _ = backend.linear_kernel()
+    linear: Any  # stand-in for F.linear, or None
+    elementwise: dict[str, Any]  # fused element-wise ops by name
+    step: Any  # the decode-step kernel over a run of blocks, or None
+
+
+def bind(model: Any, backend: Backend) -> Kernels:
+    """Give every module of `model` that takes kernels (`bind_kernels(backend, kernels)`) the
+    backend's; the modules pick what they use, so the backend names no module class."""
+    kernels = Kernels(backend.linear_kernel()[0], backend.elementwise_kernels()[0] or {}, backend.block_kernel()[0])
     for mod in model.modules():
-        if isinstance(mod, Linear):
-            mod.kernel = fn
-    return fn
-
-
-def bind_elementwise(model: Any, backend: Backend) -> None:
-    """Give RMSNorms, SiLU-gated FFNs and attention layers the backend's fused element-wise ops."""
-    import torch.nn.functional as F
-
-    from ..modules.attention import Attention
-    from ..modules.ffn import GatedFFN
-    from ..modules.norm import RMSNorm
-
-    fns, _ = backend.elementwise_kernels()
-    for mod in model.modules():
-        if isinstance(mod, RMSNorm):
-            mod.kernel = fns.get("rmsnorm")
-        elif isinstance(mod, GatedFFN):
-            mod.glu_kernel = fns.get("silu_mul") if mod.act is F.silu else None
-        elif isinstance(mod, Attention):
-            mod.rope_kernel = fns.get("rope")
+        hook = getattr(mod, "bind_kernels", None)
+        if hook is not None:
+            hook(backend, kernels)
+    return kernels
 
 
 class BackendUnavailable(RuntimeError):

@@ -57,6 +57,8 @@ def structure(block: Any) -> tuple[bool, str]:
     if block.attn_norm.eps != block.ffn_norm.eps:
         return False, "the two norms' eps differ"
     a = block.attn
+    if a.extras():
+        return False, f"attention with {', '.join(a.extras())}"
     if any(lin.bias is not None for lin in (a.q, a.k, a.v, a.o)):
         return False, "attention has biases"
     if a.cfg.head_dim % 2 or a.cfg.n_heads % a.cfg.n_kv_heads:

@@ -1,8 +1,7 @@
-"""One nn.Module per IR node kind."""
+"""The runtime modules the compiler's kinds lower to; each module's config lives beside it."""
 
-from .attention import Attention
-from .decoder import Block, CausalLM
-from .ffn import build_ffn
-from .norm import build_norm
+from .attention import Attention, AttentionConfig
+from .build import Build
+from .decoder import Block, BlockConfig, CausalLM, DecoderConfig
 
-__all__ = ["Attention", "Block", "CausalLM", "build_ffn", "build_norm"]
+__all__ = ["Attention", "AttentionConfig", "Block", "BlockConfig", "Build", "CausalLM", "DecoderConfig"]

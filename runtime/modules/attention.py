@@ -3,18 +3,28 @@ comes from the bound backend."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .layers import Linear
-
 from ..backends.base import Backend
-from ..config import AttentionConfig
 from ..kv_cache import KVCache
 from ..mask import AttentionLayout
-from .rope import apply_rope
+from .layers import Linear
+from .rope import RopeConfig, apply_rope
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    qkv_bias: bool = False
+    o_bias: bool = False
+    sliding_window: int | None = None
+    rope: RopeConfig | None = field(default_factory=RopeConfig)
 
 
 class Attention(nn.Module):
@@ -30,6 +40,16 @@ class Attention(nn.Module):
         self.k = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.v = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o = Linear(cfg.n_heads * cfg.head_dim, dim, bias=cfg.o_bias)
+
+    def bind_kernels(self, backend: Backend, kernels: Any) -> None:
+        self.backend = backend
+        self.rope_kernel = kernels.elementwise.get("rope")
+
+    def extras(self) -> list[str]:
+        """What this attention computes beyond q/k/v/o projections and RoPE; fused kernels that
+        implement only that plain form (the native decode step, grouped heads) decline blocks
+        with any extra."""
+        return []
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.rope_kernel is not None:

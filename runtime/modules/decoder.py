@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Embedding, Linear
-
-from ..backends.base import Backend, bind_elementwise, bind_linear
-from ..config import BlockConfig, DecoderConfig
+from ..backends.base import Backend, bind
 from ..kv_cache import KVCache
 from ..mask import AttentionLayout
-from .attention import Attention
-from .ffn import build_ffn
+from .attention import Attention, AttentionConfig
+from .build import Build
+from .layers import Embedding, Linear
 from .moe import record_routing
-from .norm import build_norm
 from .rope import rope_tables
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    attention: AttentionConfig
+    ffn: Build  # called with (dim)
+    norm: Build  # called with (dim), once per norm
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int
+    dim: int
+    max_seq_len: int
+    blocks: tuple[BlockConfig, ...]
+    norm: Build
+    tie_embeddings: bool = False
+    # multi-token prediction: one block per future token, each applied to the trunk's output
+    head_blocks: tuple[BlockConfig, ...] = ()
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks) + len(self.head_blocks)
 
 
 class Block(nn.Module):
@@ -26,10 +47,10 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, cfg: BlockConfig, backend: Backend, layer: int):
         super().__init__()
-        self.attn_norm = build_norm(cfg.norm, dim)
+        self.attn_norm = cfg.norm(dim)
         self.attn = Attention(dim, cfg.attention, backend, layer)
-        self.ffn_norm = build_norm(cfg.norm, dim)
-        self.ffn = build_ffn(cfg.ffn, dim)
+        self.ffn_norm = cfg.norm(dim)
+        self.ffn = cfg.ffn(dim)
 
     def forward(self, x: torch.Tensor, rope: Any, layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
         h = x + self.attn(self.attn_norm(x), rope, layout, cache)
@@ -53,7 +74,7 @@ class CausalLM(nn.Module):
         self.backend = backend
         self.embed = Embedding(cfg.vocab_size, cfg.dim)
         self.blocks = nn.ModuleList(Block(cfg.dim, b, backend, i) for i, b in enumerate(cfg.blocks))
-        self.norm = build_norm(cfg.norm, cfg.dim)
+        self.norm = cfg.norm(cfg.dim)
         self.output = None if cfg.tie_embeddings else Linear(cfg.dim, cfg.vocab_size, bias=False)
 
     # ------------------------------------------------------------------ setup
@@ -61,12 +82,10 @@ class CausalLM(nn.Module):
     _step: Any = None  # the backend's kernel for a decode step through a run of blocks (or None)
 
     def set_backend(self, backend: Backend) -> None:
+        """Bind `backend`'s kernels on every module (attention layers, linears, norms …)."""
         self.backend = backend
-        for blk in self.attention_layers():
-            blk.attn.backend = backend
-        self._linear = bind_linear(self, backend)
-        bind_elementwise(self, backend)
-        self._step, _ = backend.block_kernel()
+        kernels = bind(self, backend)
+        self._linear, self._step = kernels.linear, kernels.step
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:

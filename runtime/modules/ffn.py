@@ -10,8 +10,6 @@ from torch import nn
 
 from .layers import Linear
 
-from ..config import FFNConfig
-
 ACTIVATIONS = {
     "silu": F.silu,
     "gelu": F.gelu,
@@ -26,12 +24,15 @@ class GatedFFN(nn.Module):
 
     glu_kernel: Any = None
 
-    def __init__(self, dim: int, cfg: FFNConfig):
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "silu", bias: bool = False):
         super().__init__()
-        self.act = ACTIVATIONS[cfg.activation]
-        self.gate = Linear(dim, cfg.hidden_dim, bias=cfg.bias)
-        self.up = Linear(dim, cfg.hidden_dim, bias=cfg.bias)
-        self.down = Linear(cfg.hidden_dim, dim, bias=cfg.bias)
+        self.act = ACTIVATIONS[activation]
+        self.gate = Linear(dim, hidden_dim, bias=bias)
+        self.up = Linear(dim, hidden_dim, bias=bias)
+        self.down = Linear(hidden_dim, dim, bias=bias)
+
+    def bind_kernels(self, backend: Any, kernels: Any) -> None:
+        self.glu_kernel = kernels.elementwise.get("silu_mul") if self.act is F.silu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g, u = self.gate(x), self.up(x)
@@ -45,23 +46,11 @@ class GatedFFN(nn.Module):
 class MLP(nn.Module):
     """down(act(up x))."""
 
-    def __init__(self, dim: int, cfg: FFNConfig):
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", bias: bool = True):
         super().__init__()
-        self.act = ACTIVATIONS[cfg.activation]
-        self.up = Linear(dim, cfg.hidden_dim, bias=cfg.bias)
-        self.down = Linear(cfg.hidden_dim, dim, bias=cfg.bias)
+        self.act = ACTIVATIONS[activation]
+        self.up = Linear(dim, hidden_dim, bias=bias)
+        self.down = Linear(hidden_dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.up(x)))
-
-
-def build_ffn(cfg: FFNConfig, dim: int) -> nn.Module:
-    if cfg.kind == "moe":
-        from .moe import MoE
-
-        return MoE(dim, cfg)  # type: ignore[arg-type]
-    if cfg.kind == "gated":
-        return GatedFFN(dim, cfg)
-    if cfg.kind == "mlp":
-        return MLP(dim, cfg)
-    raise ValueError(f"unknown ffn kind {cfg.kind!r}")

@@ -34,7 +34,7 @@ def groupable(blocks: Sequence[nn.Module]) -> bool:
     for b in blocks:
         if not (isinstance(b.attn_norm, RMSNorm) and isinstance(b.ffn_norm, RMSNorm) and isinstance(b.ffn, GatedFFN)):
             return False
-        if b.attn.cfg != first.attn.cfg or b.ffn.act is not first.ffn.act or b.attn_norm.eps != first.attn_norm.eps:
+        if b.attn.extras() or b.attn.cfg != first.attn.cfg or b.ffn.act is not first.ffn.act or b.attn_norm.eps != first.attn_norm.eps:
             return False
         if any(getattr(m, "bias", None) is not None for m in (b.attn.q, b.attn.k, b.attn.v, b.attn.o,
                                                                b.ffn.gate, b.ffn.up, b.ffn.down)):

@@ -9,7 +9,7 @@ native small-GEMM of decode steps on CPU); it may decline a call by returning No
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ LinearKernel = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor]], Op
 
 class Linear(nn.Linear):
     kernel: LinearKernel | None = None
+
+    def bind_kernels(self, backend: Any, kernels: Any) -> None:
+        self.kernel = kernels.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel is not None:

@@ -22,9 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MoEConfig
 from .ffn import ACTIVATIONS
 from .layers import Linear
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """A router and n_experts FFNs of one shape (bias-free; gated or a plain MLP), top_k per token."""
+
+    n_experts: int
+    top_k: int
+    hidden_dim: int  # one expert's
+    activation: str = "silu"
+    gated: bool = True
+    aux_loss_coef: float = 0.01
+    normalize_top_k: bool = True
 
 
 class Experts(nn.Module):
@@ -33,9 +45,9 @@ class Experts(nn.Module):
 
     def __init__(self, dim: int, cfg: MoEConfig):
         super().__init__()
-        e, h = cfg.n_experts, cfg.expert.hidden_dim
-        self.act = ACTIVATIONS[cfg.expert.activation]
-        self.gate = nn.Parameter(torch.empty(e, h, dim)) if cfg.expert.kind == "gated" else None
+        e, h = cfg.n_experts, cfg.hidden_dim
+        self.act = ACTIVATIONS[cfg.activation]
+        self.gate = nn.Parameter(torch.empty(e, h, dim)) if cfg.gated else None
         self.up = nn.Parameter(torch.empty(e, h, dim))
         self.down = nn.Parameter(torch.empty(e, dim, h))
 

@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends.base import Backend
-from ..config import DecoderConfig
 from ..kv_cache import KVCache
-from .decoder import Block, CausalLM
+from .decoder import Block, CausalLM, DecoderConfig
 from .head_group import HeadGroup, groupable
 
 

@@ -10,18 +10,39 @@ Llava does). `images=None` runs text only: [IMG] tokens are then embedded like a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from ..backends.base import Backend
-from ..config import AdapterConfig, VisionLanguageConfig
 from ..kv_cache import KVCache
-from .decoder import CausalLM
+from .decoder import CausalLM, DecoderConfig
 from .ffn import ACTIVATIONS
 from .layers import Linear
-from .vision import VisionEncoder, VisionInputError
+from .vision import VisionEncoder, VisionEncoderConfig, VisionInputError
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """w_out(act(w_in x)): vision width → hidden → text width."""
+
+    in_dim: int
+    hidden_dim: int
+    out_dim: int
+    activation: str = "gelu"
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class VisionLanguageConfig:
+    vision: VisionEncoderConfig
+    adapter: AdapterConfig
+    text: DecoderConfig
+    image_token_id: int
+    image_break_id: int | None = None
+    image_end_id: int | None = None
 
 
 class ImageTokenMismatch(VisionInputError):
@@ -47,10 +68,6 @@ class VisionLanguageLM(CausalLM):
         self.vl_cfg = cfg
         self.vision = VisionEncoder(cfg.vision, backend)
         self.adapter = Adapter(cfg.adapter)
-
-    def set_backend(self, backend: Backend) -> None:
-        super().set_backend(backend)
-        self.vision.set_backend(backend)
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Normalization layers."""
+"""Normalization layers. Each takes `bind_kernels` from the backend it is lowered for."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..config import NormConfig
 
 
 class RMSNorm(nn.Module):
@@ -21,6 +19,9 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.empty(dim))
+
+    def bind_kernels(self, backend: Any, kernels: Any) -> None:
+        self.kernel = kernels.elementwise.get("rmsnorm")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel is not None:
@@ -49,11 +50,3 @@ class LayerNorm(nn.Module):
         nn.init.ones_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-
-
-def build_norm(cfg: NormConfig, dim: int) -> nn.Module:
-    if cfg.kind == "rmsnorm":
-        return RMSNorm(dim, cfg.eps)
-    if cfg.kind == "layernorm":
-        return LayerNorm(dim, cfg.eps, cfg.bias)
-    raise ValueError(f"unknown norm kind {cfg.kind!r}")

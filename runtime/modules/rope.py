@@ -6,9 +6,15 @@ is reached by permuting the q/k rows in the `meta` format, so the kernel stays o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..config import RopeConfig
+
+@dataclass(frozen=True)
+class RopeConfig:
+    theta: float = 10000.0
+    scaling_factor: float | None = None  # linear position interpolation
 
 
 def inv_frequencies(head_dim: int, cfg: RopeConfig, device: torch.device | None = None) -> torch.Tensor:

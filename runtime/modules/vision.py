@@ -8,17 +8,32 @@ itself), so a prompt's images cost one forward, not one per image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..backends.base import Backend
-from ..config import VisionEncoderConfig
 from .attention import Attention
-from .ffn import build_ffn
-from .norm import build_norm
+from .build import Build
+from .decoder import BlockConfig
 from .rope import apply_rope
+
+
+@dataclass(frozen=True)
+class VisionEncoderConfig:
+    """Patch Conv2d → ln_pre → bidirectional blocks with 2-D RoPE over a grid of at most
+    max_grid x max_grid patches."""
+
+    dim: int
+    patch_size: int
+    max_grid: int
+    blocks: tuple[BlockConfig, ...]
+    norm: Build  # ln_pre
+    rope_theta: float = 10000.0
+    channels: int = 3
+    patch_bias: bool = False
 
 
 class VisionInputError(ValueError):
@@ -60,12 +75,12 @@ class VisionAttention(Attention):
 class VisionBlock(nn.Module):
     """h = x + attn(attn_norm(x)); out = h + ffn(ffn_norm(h)) — the decoder block's names."""
 
-    def __init__(self, dim: int, cfg, backend: Backend, layer: int):  # type: ignore[no-untyped-def]
+    def __init__(self, dim: int, cfg: BlockConfig, backend: Backend, layer: int):
         super().__init__()
-        self.attn_norm = build_norm(cfg.norm, dim)
+        self.attn_norm = cfg.norm(dim)
         self.attn = VisionAttention(dim, cfg.attention, backend, layer)
-        self.ffn_norm = build_norm(cfg.norm, dim)
-        self.ffn = build_ffn(cfg.ffn, dim)
+        self.ffn_norm = cfg.norm(dim)
+        self.ffn = cfg.ffn(dim)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], seqlens: Sequence[int]) -> torch.Tensor:
         h = x + self.attn(self.attn_norm(x), rope, seqlens)
@@ -77,12 +92,8 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.patch_conv = nn.Conv2d(cfg.channels, cfg.dim, cfg.patch_size, stride=cfg.patch_size, bias=cfg.patch_bias)
-        self.ln_pre = build_norm(cfg.norm, cfg.dim)
+        self.ln_pre = cfg.norm(cfg.dim)
         self.blocks = nn.ModuleList(VisionBlock(cfg.dim, b, backend, i) for i, b in enumerate(cfg.blocks))
-
-    def set_backend(self, backend: Backend) -> None:
-        for blk in self.blocks:
-            blk.attn.backend = backend
 
     def grid(self, i: int, image: torch.Tensor) -> tuple[int, int]:
         """(rows, cols) of patches of image i, or a VisionInputError saying what is wrong."""

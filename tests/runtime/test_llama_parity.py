@@ -50,7 +50,7 @@ def test_logits_match_transformers(case: str, backend: str) -> None:
 
 
 def test_rope_frequencies_match_transformers() -> None:
-    from zoo.runtime.config import RopeConfig
+    from zoo.runtime.modules.rope import RopeConfig
     from zoo.runtime.modules.rope import inv_frequencies
 
     m = tiny("codellama-7b")

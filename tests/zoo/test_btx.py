@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import zoo
-from zoo.btx import Ensemble, MergeError, branch, check_compatible, mix, moe_spec
+from zoo.recipes.btx import Ensemble, MergeError, branch, check_compatible, mix, moe_spec
 from zoo.checkpoint import CheckpointError
 from zoo.cli import main as cli
 from zoo.train import TrainConfig, Trainer
-from zoo.train_data import TokenStream
+from zoo.train import TokenStream
 
 V = 64
 TINY = ["arch.dim=32", "arch.n_layers=2", f"arch.vocab_size={V}", "arch.ffn.hidden_dim=48",

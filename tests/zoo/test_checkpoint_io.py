@@ -127,7 +127,7 @@ def test_every_key_and_shape_problem_is_reported_at_once_before_loading(tmp_path
     state["model.layers.0.self_attn.rotary.weight"] = torch.zeros(3)
     state["model.layers.0.self_attn.q_proj.weight"] = torch.zeros(64, 32)
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    from zoo.weights import SafetensorsSource
+    from zoo.checkpoint import SafetensorsSource
 
     monkeypatch.setattr(SafetensorsSource, "get", lambda *a: pytest.fail("a tensor was read before the check"))
     with pytest.raises(CheckpointError) as e:

@@ -51,7 +51,8 @@ def test_formats_round_trip_bit_exactly(fmt: str) -> None:
     m = tiny("llama-2-7b", *GQA)
     from zoo.formats import format_for
 
-    plan = bind(format_for(fmt, m.spec), m.spec, {k: tuple(v.shape) for k, v in m.state_dict().items()})
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    plan = bind(format_for(fmt, shapes), m.spec, shapes)
     state = m.state_dict()
     external = dict(plan.to_external(state))
     assert {k: tuple(v.shape) for k, v in external.items()} == plan.external_shapes()
@@ -109,7 +110,7 @@ def test_a_yaml_only_format_with_fused_tensors_loads_a_model(tmp_path: Path) -> 
     from safetensors.torch import save_file
 
     from zoo.loading import stream_in
-    from zoo.weights import SafetensorsSource
+    from zoo.checkpoint import SafetensorsSource
 
     m = tiny("llama-2-7b", *GQA)
     fmt = parse_format(yaml.safe_load(FUSED), "fused-test.yaml")

@@ -56,7 +56,7 @@ def test_bf16_speculative_equals_greedy_natively() -> None:
 
 
 def test_the_readme_main_job_runs_offline() -> None:
-    out = subprocess.run([sys.executable, "-m", "zoo.cli", "generate", "tiny-code", "def fibonacci(n):",
+    out = subprocess.run([sys.executable, "-m", "zoo", "generate", "tiny-code", "def fibonacci(n):",
                           "--max-new-tokens", "24"], capture_output=True, text=True, timeout=120,
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr

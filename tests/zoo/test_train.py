@@ -14,8 +14,8 @@ import torch
 
 import zoo
 from zoo.train import Trainer, TrainConfig, TrainError, lr_at
-from zoo.train_data import DataError, TokenStream
-from zoo.train_state import TrainStateError, checkpoints
+from zoo.train import DataError, TokenStream
+from zoo.train import TrainStateError, checkpoints
 
 V = 64
 TINY = ["arch.dim=32", "arch.n_layers=2", f"arch.vocab_size={V}", "arch.ffn.hidden_dim=64",
@@ -191,7 +191,7 @@ def test_token_stream_is_seeded_resumable_and_split_cleanly(tmp_path: Path) -> N
 
 # ---------------------------------------------------------------------------- CLI
 def test_cli_trains_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from zoo.cli_train import register
+    from zoo.cli.train import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

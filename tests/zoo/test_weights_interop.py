@@ -41,7 +41,7 @@ def test_zoo_folder_loads_in_transformers_with_equal_logits(extra: list[str], tm
     m = tiny("codellama-7b", *GQA, *extra)  # RoPE theta 1e6, GQA
     folder = m.save(tmp_path / "ckpt", max_shard_size="40KB")
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
-    from zoo.runtime.config import RopeConfig
+    from zoo.runtime.modules.rope import RopeConfig
     from zoo.runtime.modules.rope import inv_frequencies
 
     rope = m.spec.arch.block(0).attention.rope

@@ -4,7 +4,8 @@ find out what a folder holds.
 A folder is recognised by what it carries, in this order: `zoo.yaml` (a zoo checkpoint, its
 layout named inside), `params.json` / `consolidated.*.pth` (Meta), `config.json` whose
 `model_type` transformers shares with a zoo format (hf-llama). Each gives a spec and a tensor
-source; binding the format's key map to the spec's IR says what the source must hold.
+source; binding the format's key map to the model's IR (`Checkpoint.plan`) says what the
+source must hold.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 import torch
 
-from ..checkpoint import CANONICAL, SPEC_FILE, CheckpointError, read_document
+from ..checkpoint import CANONICAL, SPEC_FILE, CheckpointError, SafetensorsSource, read_document
 from ..compiler.schema import ModelSpec
-from .keymap import Format, Plan, Rule, bind, format_names, get_format, matching_layout, parse_format, plan_for
+from .hf import MODEL_TYPES, spec_from_hf_config
+from .keymap import Format, Plan, Rule, bind, format_names, get_format, parse_format, plan_for
+from .meta import MetaSource, read_params, spec_from_params
+from .mistral import TOKENIZER_FILE, MistralSource, is_mistral_folder, spec_from_mistral_params
 from .transforms import FormatError
 
 __all__ = ["Checkpoint", "Format", "FormatError", "Plan", "bind", "canonical_format", "detect", "format_names",
@@ -36,17 +40,14 @@ class TensorSource(Protocol):
     def close(self) -> None: ...
 
 
-def canonical_format(names: list[str]) -> Format:
+def canonical_format(names: Iterable[str]) -> Format:
     """The identity map: the zoo's canonical names stored as they are."""
     return Format(CANONICAL, "safetensors", tuple(Rule((n,), (n,)) for n in names), description="zoo canonical names")
 
 
-def format_for(layout: str, spec: ModelSpec) -> Format:
-    if layout == CANONICAL:
-        from ..compiler.ir import build_ir
-
-        return canonical_format([n for n, _ in build_ir(spec).parameters()])
-    return get_format(layout)
+def format_for(layout: str, canonical_names: Iterable[str]) -> Format:
+    """The key map of `layout`; for the canonical layout, the identity over the model's names."""
+    return canonical_format(canonical_names) if layout == CANONICAL else get_format(layout)
 
 
 def detect(folder: Path) -> str:
@@ -57,16 +58,12 @@ def detect(folder: Path) -> str:
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     if (folder / SPEC_FILE).is_file():
         return "zoo"
-    from .mistral import is_mistral_folder
-
     if is_mistral_folder(folder):  # params.json + consolidated.safetensors (Mistral NeMo, Pixtral)
         return "mistral"
     if (folder / "params.json").is_file() or any(folder.glob("consolidated.*.pth")):
         return "meta"
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
-        from ..hf_config import MODEL_TYPES
-
         model_type = _read_json(cfg_path).get("model_type")
         if model_type not in MODEL_TYPES:
             raise CheckpointError(f"{cfg_path}: transformers model_type {model_type!r} has no zoo format yet "
@@ -100,6 +97,20 @@ class Checkpoint:
     tokenizer_dir: Path
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # zoo.yaml's manifest
 
+    def plan(self, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]]) -> Plan:
+        """The key map binding the source's tensors to a model of `spec` whose canonical names
+        and shapes are `canonical_shapes` (its IR's): the layout, or the first of its
+        alternatives whose every tensor the source holds (Mixtral's per-expert or fused
+        experts); the layout itself when none fits, so the key check reports against it."""
+        fmt = format_for(self.layout, canonical_shapes)
+        if fmt.alternatives:
+            names = set(self.source.shapes())
+            for candidate in (self.layout, *fmt.alternatives):
+                plan = bind(get_format(candidate), spec, canonical_shapes)
+                if set(plan.external_shapes()) <= names:
+                    return plan
+        return bind(fmt, spec, canonical_shapes)
+
 
 def _tokenizer_file(folder: Path, name: str = "tokenizer.model") -> Path | None:
     for d in (folder, folder.parent):  # Meta's downloads keep tokenizer.model one level up
@@ -110,7 +121,8 @@ def _tokenizer_file(folder: Path, name: str = "tokenizer.model") -> Path | None:
 
 def _shape_facts(spec: ModelSpec) -> tuple[Any, ...]:
     """What a config.json fixes about a model, to compare with a catalog spec."""
-    a, blk = spec.arch, spec.arch.block(0)
+    a = spec.arch.language_model()
+    blk = a.block(0)
     att = blk.attention
     return (a.dim, a.n_layers, a.vocab_size, a.tie_embeddings, att.n_heads, att.n_kv_heads, att.head_dim,
             att.rope, att.qkv_bias, blk.ffn.kind, blk.ffn.hidden_dim, blk.norm.eps)
@@ -118,8 +130,6 @@ def _shape_facts(spec: ModelSpec) -> tuple[Any, ...]:
 
 def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpoint:
     """Recognise `folder` and open its tensors (headers and maps only: nothing is read yet)."""
-    from ..weights import SafetensorsSource
-
     folder = Path(folder)
     kind = detect(folder)
     name = folder.resolve().name
@@ -127,15 +137,10 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
         doc = read_document(folder)
         return Checkpoint(folder, kind, doc.spec, doc.layout, SafetensorsSource(folder), folder, doc.files)
     if kind == "mistral":
-        from .mistral import TOKENIZER_FILE, MistralSource, spec_from_mistral_params
-        from .meta import read_params
-
         tok = TOKENIZER_FILE if (folder / TOKENIZER_FILE).is_file() else None
         spec = base_spec or spec_from_mistral_params(read_params(folder), name, tok)
         return Checkpoint(folder, kind, spec, "mistral", MistralSource(folder), folder)
     if kind == "meta":
-        from .meta import MetaSource, read_params, spec_from_params
-
         params = read_params(folder)
         source = MetaSource(folder)
         tok_dir = _tokenizer_file(folder) or folder
@@ -148,10 +153,8 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
                     raise CheckpointError(f"{folder}: params.json gives no vocab_size and there is no tok_embeddings")
                 vocab = shape[0]
             spec = spec_from_params(params, name, vocab, "tokenizer.model" if _tokenizer_file(folder) else None)
-        layout = "meta-mtp" if spec.arch.heads.kind == "multi_token" else _layout("meta", base_spec)
+        layout = "meta-mtp" if spec.arch.heads.head_blocks else _layout("meta", base_spec)
         return Checkpoint(folder, kind, spec, layout, source, tok_dir)
-    from ..hf_config import spec_from_hf_config
-
     cfg = _read_json(folder / "config.json")
     tok_file = next((f for f in ("tokenizer.model", "tekken.json") if (folder / f).is_file()), None)
     from_cfg = spec_from_hf_config(cfg, name, tok_file)
@@ -161,11 +164,7 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
         if _shape_facts(base_spec) != _shape_facts(from_cfg):
             warnings.warn(f"{folder}/config.json disagrees with the spec of {base_spec.name}; using the spec "
                           f"(config.json: {_shape_facts(from_cfg)}, spec: {_shape_facts(base_spec)})", stacklevel=3)
-    source = SafetensorsSource(folder)
-    layout = _layout(kind, base_spec)
-    if get_format(layout).alternatives:  # e.g. Mixtral's per-expert or transformers 5's fused experts
-        layout = matching_layout(layout, spec, set(source.shapes()))
-    return Checkpoint(folder, kind, spec, layout, source, folder)
+    return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder), folder)
 
 
 def _layout(detected: str, base_spec: ModelSpec | None) -> str:

@@ -1,4 +1,5 @@
-"""Writing a model in a format: the zoo's own folder, a transformers folder, Meta's .pth shards.
+"""Writing a model in a format: the zoo's own folder, a transformers folder, Meta's .pth shards,
+Mistral's consolidated.safetensors.
 
 Every writer goes through the same key map the importer binds (keymap.Plan.to_external), so
 what is exported is exactly what imports back.
@@ -13,11 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CANONICAL, atomic_folder, parse_size
+from ..checkpoint import CANONICAL, atomic_folder, manifest, parse_size, save_sharded, write_spec
+from ..checkpoint.card import model_card
 from ..compiler.schema import ModelSpec
-from ..hf_config import ARCHITECTURES, generation_config, hf_format, hf_unsupported, to_hf_config
 from . import format_for
+from .hf import ARCHITECTURES, generation_config, hf_format, hf_unsupported, to_hf_config
 from .keymap import Plan, bind
+from .meta import params_from_spec, write_meta
+from .mistral import mistral_params, write_mistral
+from .transforms import FormatError
 
 
 def default_layout(spec: ModelSpec) -> str:
@@ -33,7 +38,8 @@ def default_layout(spec: ModelSpec) -> str:
 def _plan(model: nn.Module, layout: str) -> tuple[Plan, dict[str, torch.Tensor]]:
     spec = model.spec  # type: ignore[attr-defined]
     state = model.state_dict()
-    return bind(format_for(layout, spec), spec, {k: tuple(v.shape) for k, v in state.items()}), state
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return bind(format_for(layout, shapes), spec, shapes), state
 
 
 def external_state(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
@@ -61,15 +67,10 @@ def write_checkpoint_files(model: nn.Module, folder: Path, *, layout: str | None
                            progress: bool | None = None, card: bool = True) -> str:
     """Tensors (+ index), config.json where transformers runs the spec, tokenizer, card, into
     `folder` (zoo.yaml is the caller's: it lists these files). Returns the layout written."""
-    from ..card import model_card
-    from ..weights import save_sharded
-
     spec: ModelSpec = model.spec  # type: ignore[attr-defined]
     layout = layout or default_layout(spec)
-    fmt = format_for(layout, spec)
+    fmt = format_for(layout, model.state_dict())
     if fmt.storage != "safetensors":
-        from .transforms import FormatError
-
         raise FormatError(f"layout {layout!r} is stored as {fmt.storage}; zoo checkpoints hold safetensors "
                           f"(export to it with `zoo convert --to meta`)")
     state = external_state(model, layout)
@@ -98,8 +99,6 @@ def export_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str =
     spec: ModelSpec = model.spec  # type: ignore[attr-defined]
     why = hf_unsupported(spec)
     if why:
-        from .transforms import FormatError
-
         raise FormatError(f"{spec.name}: transformers cannot run it ({why})")
     layout = default_layout(spec)
     with atomic_folder(Path(path), overwrite) as tmp:
@@ -110,13 +109,11 @@ def export_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str =
 
 def meta_layout(spec: ModelSpec) -> str:
     """meta-mtp for multi-token models (extra_heads), else meta."""
-    return "meta-mtp" if spec.arch.heads.kind == "multi_token" else "meta"
+    return "meta-mtp" if spec.arch.heads.head_blocks else "meta"
 
 
 def export_meta(model: nn.Module, path: str | Path, *, shards: int = 1, overwrite: bool = True) -> Path:
     """Meta's layout: consolidated.NN.pth (`shards` model-parallel pieces) + params.json + tokenizer."""
-    from .meta import params_from_spec, write_meta
-
     spec: ModelSpec = model.spec  # type: ignore[attr-defined]
     params = params_from_spec(spec)
     plan, state = _plan(model, meta_layout(model.spec))
@@ -129,8 +126,6 @@ def export_meta(model: nn.Module, path: str | Path, *, shards: int = 1, overwrit
 def export_mistral(model: nn.Module, path: str | Path, *, overwrite: bool = True) -> Path:
     """Mistral's layout: consolidated.safetensors + params.json (+ tekken.json), what
     mistral-inference's `Transformer.from_folder` reads (Mistral NeMo, Pixtral)."""
-    from .mistral import mistral_params, write_mistral
-
     params = mistral_params(model.spec)  # type: ignore[attr-defined]
     plan, state = _plan(model, "mistral")
     with atomic_folder(Path(path), overwrite) as tmp:
@@ -139,20 +134,41 @@ def export_mistral(model: nn.Module, path: str | Path, *, overwrite: bool = True
     return Path(path).absolute()
 
 
-def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,
-            max_shard_size: int | str = 5 * 2**30, overwrite: bool = False, **load_kw: Any) -> Path:
-    """Any loadable checkpoint (a folder in a known format, a catalog name, a Hub repo) -> `to`:
-    'hf' (transformers folder), 'meta' (consolidated.*.pth), 'mistral' (consolidated.safetensors)
-    or 'zoo' (zoo's own folder)."""
-    import zoo
+def save(model: Any, path: str | Path, *, max_shard_size: int | str = 5 * 2**30, overwrite: bool = True,
+         layout: str | None = None, repo_id: str | None = None, progress: bool | None = None) -> Path:
+    """Write `model` as a checkpoint folder that both zoo and transformers load.
 
-    model = zoo.load(src, dtype=dtype, **load_kw)
-    if to == "hf":
-        return export_hf(model, dst, max_shard_size=max_shard_size, overwrite=overwrite)
+    Design: when transformers has the family (`formats.hf.hf_unsupported(spec)` is None), the
+    tensors are written under *transformers' names* through the very key map zoo imports with
+    (`specs/formats/hf-llama.yaml`), beside a `config.json`; `zoo.yaml` records `layout:
+    hf-llama`. One set of tensors then serves both libraries: no duplicate weights, no second
+    export step, and the same code path is exercised by every HF import. Canonical names would
+    need transformers to learn the zoo's names (it cannot) or a second copy of the weights.
+    Specs transformers cannot run are saved under canonical names (`layout: canonical`).
+
+    Files: zoo.yaml (written last, listing every other file's size and sha256), model*.safetensors
+    (+ index when sharded, shards of at most `max_shard_size` bytes or "500MB"), config.json and
+    generation_config.json, the tokenizer, README.md (model card). All written atomically.
+    """
+    target = Path(path)
+    with atomic_folder(target, overwrite) as tmp:
+        layout = write_checkpoint_files(model, tmp, layout=layout, max_shard_size=parse_size(max_shard_size),
+                                        repo_id=repo_id, progress=progress)
+        write_spec(tmp, model.spec, layout, manifest(tmp))
+    return target.absolute()
+
+
+EXPORTERS = {"hf": export_hf, "meta": export_meta, "mistral": export_mistral, "zoo": save}
+
+
+def export(model: nn.Module, dst: str | Path, to: str, *, shards: int = 1, max_shard_size: int | str = 5 * 2**30,
+           overwrite: bool = False) -> Path:
+    """Write `model` to `dst` as `to`: 'hf' (transformers folder), 'meta' (consolidated.*.pth),
+    'mistral' (consolidated.safetensors) or 'zoo' (zoo's own folder)."""
     if to == "meta":
         return export_meta(model, dst, shards=shards, overwrite=overwrite)
     if to == "mistral":
         return export_mistral(model, dst, overwrite=overwrite)
-    if to == "zoo":
-        return model.save(dst, max_shard_size=max_shard_size, overwrite=overwrite)  # type: ignore[attr-defined]
-    raise ValueError(f"convert: --to {to!r}; expected hf, meta, mistral or zoo")
+    if to in ("hf", "zoo"):
+        return EXPORTERS[to](model, dst, max_shard_size=max_shard_size, overwrite=overwrite)
+    raise FormatError(f"convert: --to {to!r}; expected one of {', '.join(EXPORTERS)}")

@@ -23,7 +23,7 @@ block's. In external names, `{e}` is the expert index of an MoE layer: a name ho
 one tensor per expert, in order (`experts.{e}.w1.weight` -> experts.0.w1.weight, …), to be
 `stack`ed into the zoo's stacked expert weights. `alternatives:` names other formats that hold
 the same model under other names (transformers 5's fused experts); loading picks the first
-whose tensor names the checkpoint has (`matching_layout`).
+whose tensor names the checkpoint has (`Checkpoint.plan`).
 
 A format may `extends:` another (its keys win) and add `stacks`: further canonical block stacks
 (multi-token heads) mapped by rewriting every per-layer rule's `blocks.{i}` / `layer_prefix`:
@@ -51,8 +51,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 import yaml
 
+from ..catalog import specs_root
+from ..checkpoint import KeyReport, compare_keys
+from ..compiler.errors import close_matches
+from ..compiler.ir import build_ir
 from ..compiler.schema import ModelSpec
-from ..weights import KeyReport, compare_keys
 from .transforms import Chain, FormatError, build
 
 STORAGES = ("safetensors", "meta-pth")
@@ -108,8 +111,6 @@ def _glob(pattern: str) -> str:
 
 
 def formats_root() -> Path:
-    from ..catalog import specs_root
-
     return specs_root() / "formats"
 
 
@@ -122,8 +123,6 @@ def get_format(name: str) -> Format:
     """A format by name (the file specs/formats/NAME.yaml)."""
     path = formats_root() / f"{name}.yaml"
     if not path.is_file():
-        from ..compiler.errors import close_matches
-
         hint = close_matches(name, format_names())
         raise FormatError(f"unknown weights format {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                           + f" (known: {', '.join(format_names())})")
@@ -194,11 +193,12 @@ def vision_layers(spec: ModelSpec) -> int:
 def layer_sizes(spec: ModelSpec, layer: int, vision: bool = False) -> dict[str, int]:
     """The sizes a transform parameter may name, for one layer (of the vision encoder with
     `vision`: its width, heads and FFN)."""
-    a = spec.arch
-    blk = a.vision.block() if vision else a.block(layer)
+    text = spec.arch.language_model()
+    blk = spec.arch.vision.block() if vision else text.block(layer)
     att = blk.attention
     assert att.head_dim is not None and att.n_kv_heads is not None
-    return {"layer": layer, "dim": a.vision.dim if vision else a.dim, "vocab": a.vocab_size, "n_heads": att.n_heads,
+    return {"layer": layer, "dim": spec.arch.vision.dim if vision else text.dim, "vocab": text.vocab_size,
+            "n_heads": att.n_heads,
             "n_kv_heads": att.n_kv_heads,
             "head_dim": att.head_dim, "q_out": att.n_heads * att.head_dim, "kv_out": att.n_kv_heads * att.head_dim,
             "hidden": blk.ffn.hidden_dim or 0, "n_experts": getattr(blk.ffn, "n_experts", 0)}
@@ -273,7 +273,7 @@ def _per_expert(names: Sequence[str], n_experts: int) -> list[str]:
 
 def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]]) -> Plan:
     """Bind `fmt` to a model whose parameters are `canonical_shapes` (canonical name -> sizes)."""
-    n_layers = spec.arch.n_layers
+    n_layers = spec.arch.language_model().n_layers
     sizes = [layer_sizes(spec, i) for i in range(n_layers)]
     n_vision = vision_layers(spec)
     vision_sizes = [layer_sizes(spec, v, vision=True) for v in range(n_vision)]
@@ -323,9 +323,9 @@ def bind(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int,
 def _stack_bindings(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]],
                     owner: dict[str, str], seen_ext: set[str]) -> list[Binding]:
     """Per-layer rules re-instantiated for each extra stack (multi-token heads)."""
-    heads = spec.arch.heads
-    n_stack = heads.n_future if heads.kind == "multi_token" else 0
-    trunk = spec.arch.n_layers - n_stack
+    text = spec.arch.language_model()
+    n_stack = text.heads.head_blocks
+    trunk = text.n_layers - n_stack
     out = []
     for st in fmt.stacks:
         last = n_stack - 1 if st.last is None else min(st.last, n_stack - 1)
@@ -355,19 +355,7 @@ def _stack_bindings(fmt: Format, spec: ModelSpec, canonical_shapes: Mapping[str,
 
 
 def plan_for(fmt: Format | str, spec: ModelSpec) -> Plan:
-    """Bind a format (or its name) to a spec's IR."""
-    from ..compiler.ir import build_ir
-
+    """Bind a format (or its name) to a spec's IR (built here: a tool's convenience; loading
+    binds to the IR it compiled)."""
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     return bind(fmt, spec, {n: p.sizes for n, p in build_ir(spec).parameters()})
-
-
-def matching_layout(name: str, spec: ModelSpec, names: set[str]) -> str:
-    """`name`, or the first of its alternatives whose every tensor `names` holds (so a folder
-    in another layout of the same model loads); `name` when none fits, so that the key check
-    reports against the main layout."""
-    fmt = get_format(name)
-    for candidate in (name, *fmt.alternatives):
-        if set(plan_for(candidate, spec).external_shapes()) <= names:
-            return candidate
-    return name

@@ -176,6 +176,8 @@ def _ffn_rule(dim: int, hidden: int, multiple_of: int | None, mult: float | None
 def params_from_spec(spec: ModelSpec) -> dict[str, Any]:
     """params.json for a spec Meta's reference code can run (FormatError naming what it cannot)."""
     a = spec.arch
+    if a is not a.language_model():
+        raise FormatError(f"{spec.name}: Meta's format holds decoders only, not {a.kind_name} models")
     blk = a.block(0)
     att, ffn = blk.attention, blk.ffn
     why = None
@@ -207,8 +209,8 @@ def params_from_spec(spec: ModelSpec) -> dict[str, Any]:
     out["norm_eps"] = blk.norm.eps
     out["rope_theta"] = att.rope.theta
     out["max_seq_len"] = a.max_seq_len
-    if a.heads.kind == "multi_token":
-        out["n_future_tokens"] = a.heads.n_future
+    if a.heads.head_blocks:  # multi-token prediction's extra heads
+        out["n_future_tokens"] = a.heads.head_blocks
     return out
 
 

@@ -15,17 +15,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CheckpointError
-from ..compiler.schema import (
-    Attention,
-    Decoder,
-    ModelSpec,
-    RMSNorm,
-    Rope,
-    SwiGLU,
-    TokenizerSpec,
-)
-from ..weights import SafetensorsSource, read_header
+from ..checkpoint import CheckpointError, SafetensorsSource, read_header
+from ..compiler.schema import (Attention, Decoder, MLPAdapter, ModelSpec, RMSNorm, Rope, Rope2D, SwiGLU, TokenizerSpec,
+                               VisionEncoder, VisionLanguage)
 from .transforms import FormatError
 
 PARAMS_FILE = "params.json"
@@ -58,14 +50,6 @@ class MistralSource(SafetensorsSource):
 def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:
     """A spec from Mistral's params.json: a decoder, or a vision-language model when it has a
     `vision_encoder` section (Pixtral). FormatError names what the zoo cannot express."""
-    from ..compiler.schema import (
-        MLPAdapter,
-        Rope2D,
-        VisionAttention,
-        VisionEncoder,
-        VisionLanguage,
-    )
-
     try:
         if params.get("moe"):
             raise FormatError(f"params.json of {name}: mixture-of-experts consolidated checkpoints are not "
@@ -97,8 +81,8 @@ def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_fil
                               "pre-projector norm, Mistral Small 3.1's) are not supported yet")
         vision = VisionEncoder(dim=v["hidden_size"], n_layers=v["num_hidden_layers"], image_size=v["image_size"],
                                patch_size=v["patch_size"], channels=v.get("num_channels", 3),
-                               attention=VisionAttention(n_heads=v["num_attention_heads"],
-                                                         rope=Rope2D(theta=float(v.get("rope_theta", 10000.0)))),
+                               attention=Attention(n_heads=v["num_attention_heads"],
+                                                   rope=Rope2D(theta=float(v.get("rope_theta", 10000.0)))),
                                ffn=SwiGLU(hidden_dim=v["intermediate_size"]), norm=RMSNorm(eps=VISION_EPS))
         arch = VisionLanguage(vision=vision, adapter=MLPAdapter(hidden_dim=text.dim, activation="gelu", bias=bool(v.get("adapter_bias", True))),
                               text=text, image_token_id=v.get("image_token_id", 10),
@@ -114,11 +98,11 @@ def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_fil
 def mistral_params(spec: ModelSpec) -> dict[str, Any]:
     """params.json for a spec mistral-inference can run (FormatError naming what it cannot)."""
     a = spec.arch
-    text = a.text if a.kind == "vision-language" else a
+    text = a.language_model()
     blk = text.block(0)
     att, ffn = blk.attention, blk.ffn
     why = None
-    if text.layers or text.heads.kind != "next_token":
+    if text.layers or text.heads.head_blocks:
         why = "per-layer overrides or extra heads"
     elif att.qkv_bias or att.o_bias or ffn.kind != "swiglu" or ffn.bias:
         why = "attention biases or an FFN other than bias-free SwiGLU"
@@ -134,7 +118,7 @@ def mistral_params(spec: ModelSpec) -> dict[str, Any]:
         out["sliding_window"] = att.sliding_window
     if text.tie_embeddings:
         out["tied_embeddings"] = True
-    if a.kind == "vision-language":
+    if a is not text:  # a vision-language model (Pixtral)
         out["vision_encoder"] = _vision_params(spec)
     return out
 

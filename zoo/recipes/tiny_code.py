@@ -73,9 +73,7 @@ def ship(step_dir: Path, dest: Path | None = None) -> Path:
 
 def main() -> int:
     import zoo
-    from zoo.train import Trainer
-    from zoo.train_config import TrainConfig
-    from zoo.train_data import TokenStream
+    from zoo.train import TokenStream, TrainConfig, Trainer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/tiny-code"))

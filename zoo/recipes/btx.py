@@ -30,15 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (
-    SPEC_FILE,
-    CheckpointError,
-    atomic_folder,
-    read_document,
-    verify_files,
-)
-from .compiler.errors import ZooError
-from .compiler.schema import ModelSpec
+from ..api import build, load
+from ..checkpoint import SPEC_FILE, CheckpointError, atomic_folder, read_document, verify_files
+from ..compiler.errors import ZooError
+from ..compiler.schema import ModelSpec
+from ..model import parse_dtype
+from ..train import checkpoints
 
 MODES = ("btx", "btm", "upcycle")
 ROUTER_INITS = ("normal", "zero")
@@ -74,7 +71,6 @@ def resolve_folder(source: str | Path) -> Path | None:
         return None
     if _is_zoo_folder(p):
         return p
-    from .train_state import checkpoints
 
     steps = checkpoints(p)
     return steps[-1] if steps else None
@@ -109,8 +105,6 @@ def branch(seed: str | Path, n: int, out: str | Path, *, prefix: str = "expert",
     src = resolve_folder(seed)
     start = 0
     if src is None:
-        from .api import load
-
         model = load(seed, revision=revision, token=token)
         model.save(targets[0], progress=progress)
         src, start = targets[0], 1
@@ -203,8 +197,9 @@ def moe_spec(seed: ModelSpec, n_experts: int, top_k: int = 2, aux_loss_coef: flo
     `n_experts` copies of it, `top_k` per token; weights pin and published facts dropped."""
     from pydantic import ValidationError
 
-    if seed.arch.kind != "decoder":
-        raise MergeError(f"{seed.name}: only decoder models can be mixed (this is a {seed.arch.kind})", "arch.kind")
+    if seed.arch is not seed.arch.language_model():
+        raise MergeError(f"{seed.name}: only decoder models can be mixed (this is a {seed.arch.kind_name})",
+                         "arch.kind")
     if not 1 <= top_k <= n_experts:
         raise MergeError(f"top_k ({top_k}) must be between 1 and the number of experts ({n_experts})")
     raw = seed.model_dump(mode="json")
@@ -227,8 +222,6 @@ def _renamed(seed: ModelSpec, name: str, description: str) -> ModelSpec:
 
 # ------------------------------------------------------------------------------ mixing
 def _load_sources(sources: Sequence[str | Path | nn.Module], backend: str | None) -> tuple[list[nn.Module], list[str]]:
-    from .api import load
-
     models, labels = [], []
     for i, s in enumerate(sources):
         if isinstance(s, nn.Module):
@@ -279,8 +272,6 @@ def init_router(weight: torch.Tensor, how: str = "normal", std: float = 0.02,
 
 
 def _empty_model(spec: ModelSpec, backend: str | None, tokenizer: Any) -> nn.Module:
-    from .api import build
-
     model = build(spec, backend=backend, init="meta", tokenizer=tokenizer)
     model.to_empty(device="cpu")
     return model
@@ -353,9 +344,7 @@ def mix(sources: Sequence[str | Path | nn.Module], *, mode: str = "btx", top_k: 
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    from .api import _dtype as parse
-
-    return parse(dtype)
+    return parse_dtype(dtype)
 
 
 # ------------------------------------------------------------------------------ ensembles

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .compiler.schema import ModelSpec
+from ..compiler.schema import ModelSpec
 
 # license ids the Hub recognises (a subset: the families in the catalog and the common ones)
 HUB_LICENSES = {"apache-2.0", "mit", "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "cc-by-4.0",
@@ -30,23 +30,8 @@ def _license(spec: ModelSpec) -> dict[str, str]:
 
 
 def architecture_rows(spec: ModelSpec, params: int) -> list[tuple[str, str]]:
-    a = spec.arch
-    blk = a.block(0)
-    att, ffn, norm = blk.attention, blk.ffn, blk.norm
-    rope = "none" if att.rope is None else f"RoPE θ={att.rope.theta:g}" + (
-        f", linear ×{att.rope.scaling.factor:g}" if att.rope.scaling else "")
-    rows = [("parameters", f"{params:,}"), ("layers", str(a.n_layers)), ("model dim", str(a.dim)),
-            ("attention heads", f"{att.n_heads} (kv {att.n_kv_heads}, head_dim {att.head_dim})"),
-            ("FFN", f"{ffn.kind}, hidden {ffn.hidden_dim}"), ("norm", f"{norm.kind}, eps {norm.eps:g}"),
-            ("positions", rope), ("context", f"{a.max_seq_len:,}"), ("vocabulary", f"{a.vocab_size:,}"),
-            ("tied embeddings", "yes" if a.tie_embeddings else "no")]
-    if getattr(a, "layers", None):
-        rows.append(("per-layer overrides", ", ".join(a.layers)))
-    if a.kind == "vision-language":
-        v = a.vision
-        rows.append(("vision encoder", f"dim {v.dim}, {v.n_layers} layers, {v.attention.n_heads} heads, patch "
-                                       f"{v.patch_size}, images up to {v.image_size}px, 2-D RoPE"))
-    return rows
+    """The card's architecture table: the parameter count and the arch kind's summary lines."""
+    return [("parameters", f"{params:,}"), *spec.arch.summary()]
 
 
 def model_card(spec: ModelSpec, *, params: int, layout: str, hf_loadable: bool, hf_reason: str | None = None,

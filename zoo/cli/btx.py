@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..recipes.btx import MergeError, branch, mix
+
 
 def cmd_branch(args: argparse.Namespace) -> int:
-    from .btx import branch
-
     paths = branch(args.seed, args.n, args.out, prefix=args.prefix, overwrite=args.overwrite,
                    progress=False if args.no_progress else None, revision=args.revision, token=args.token)
     for p in paths:
@@ -30,22 +30,17 @@ def _floats(text: str | None) -> list[float] | None:
     try:
         return [float(x) for x in text.replace(",", " ").split()]
     except ValueError:
-        from .btx import MergeError
-
         raise MergeError(f"--weights {text!r}: expected numbers separated by commas, e.g. 0.5,0.25,0.25") from None
 
 
 def cmd_mix(args: argparse.Namespace) -> int:
-    from .btx import mix
-    from .cli import _ffn_text
-
     model = mix(args.sources, mode=args.mode, top_k=args.top_k, n_experts=args.n_experts,
                 weights=_floats(args.weights), aux_loss_coef=args.aux_loss_coef, router_init=args.router_init,
                 router_std=args.router_std, seed=args.seed, name=args.name, dtype=args.dtype,
                 progress=False if args.no_progress else None)
     path = model.save(args.out, overwrite=args.overwrite, progress=False if args.no_progress else None)
     acc = model.compiled.accounting
-    print(f"{model.spec.name}: {_ffn_text(model.spec.arch.block(0).ffn)}; {acc.params:,} parameters "
+    print(f"{model.spec.name}: {model.spec.arch.block(0).ffn.describe()}; {acc.params:,} parameters "
           f"({acc.active_params:,} active per token)")
     print(f"wrote {path}")
     return 0

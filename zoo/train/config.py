@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compiler.errors import ZooError
+from ..compiler.errors import ZooError
 
 
 class TrainError(ZooError, ValueError):

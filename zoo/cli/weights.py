@@ -10,29 +10,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import api, hub
+
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .formats.export import convert
-
-    out = convert(args.source, args.dest, args.to, dtype=args.dtype, shards=args.shards,
+    out = api.convert(args.source, args.dest, args.to, dtype=args.dtype, shards=args.shards,
                   max_shard_size=args.max_shard_size, overwrite=args.overwrite, revision=args.revision, token=args.token)
     print(f"wrote {out} ({args.to})")
     return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .hub import download
-
-    folder, _ = download(args.model, revision=args.revision, token=args.token, force_download=args.force,
+    folder, _ = hub.download(args.model, revision=args.revision, token=args.token, force_download=args.force,
                          verify=True if args.verify else None)
     print(folder)
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push
-
-    sha = push(args.folder, args.repo_id, private=args.private or None, token=args.token, branch=args.branch,
+    sha = hub.push(args.folder, args.repo_id, private=args.private or None, token=args.token, branch=args.branch,
                commit_message=args.message)
     print(f"pushed {args.folder} to {args.repo_id} at {sha}")
     return 0

@@ -1,15 +1,25 @@
-"""The `zoo` command line: list, show, compile, generate, schema (and the weights/Hub commands
-registered by their modules)."""
+"""The `zoo` command line: list, show, compile, generate, schema (and the weights/Hub,
+training and BTX commands registered by their modules)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from .compiler.errors import ZooError
+from .. import api, catalog
+from ..compiler.errors import ZooError
+from ..compiler.explain import render_accounting
+from ..compiler.frontend import apply_overrides
+from ..compiler.schema import json_schema
+from ..runtime.backends import BackendUnavailable
+from ..runtime.modules.vision import VisionInputError
+from ..runtime.tokenizers import TokenizerError
+from ..runtime.vision.errors import ImageError
+from . import btx, train, weights
 
 
 def _flatten(data: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -22,20 +32,16 @@ def _flatten(data: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, .
 
 
 def _rel(file: str) -> str:
-    from .catalog import specs_root
-
     try:
-        return str(Path(file).resolve().relative_to(specs_root().resolve()))
+        return str(Path(file).resolve().relative_to(catalog.specs_root().resolve()))
     except ValueError:
         return file
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import zoo
-
     rows = []
-    for e in zoo.list_models():
-        c = zoo.compile(e.name)
+    for e in api.list_models():
+        c = api.compile(e.name)
         n = c.accounting.params
         rows.append((e.name, e.family or "", f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M", e.description))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -46,9 +52,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _show_resolved(name: str, overrides: Sequence[str]) -> None:
-    from . import api, catalog
-    from .compiler.frontend import apply_overrides
-
     raw = apply_overrides(catalog.load_raw_spec(name), overrides)
     spec = api.spec(name, overrides)
     print(f"# {spec.name}: effective spec; each key with the file (and line) it came from")
@@ -61,39 +64,17 @@ def _show_resolved(name: str, overrides: Sequence[str]) -> None:
         print(f"{'.'.join(path)}: {json.dumps(value)}  # {src}")
 
 
-def _ffn_text(ffn: Any) -> str:
-    """swiglu 11008; moe 8x swiglu 14336, top-2."""
-    if ffn.kind == "moe":
-        return f"moe {ffn.n_experts}x {ffn.expert.kind} {ffn.hidden_dim}, top-{ffn.top_k}"
-    return f"{ffn.kind} {ffn.hidden_dim}"
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import api
-    from .compiler.explain import render_accounting
-
     if args.resolved:
         _show_resolved(args.model, args.overrides)
         return 0
     c = api.compile(args.model, args.overrides)
     s = c.spec
-    a = s.arch
-    blk = a.block(0)
     print(f"{s.name}" + (f" — {s.description}" if s.description else ""))
     print(f"family           {s.family or '-'}")
     print(f"fingerprint      {s.fingerprint()}")
-    print(f"shape            dim {a.dim}, {a.n_layers} layers, {blk.attention.n_heads} heads, "
-          f"{blk.attention.n_kv_heads} kv heads, head_dim {blk.attention.head_dim}, "
-          f"{_ffn_text(blk.ffn)}, {blk.norm.kind} eps {blk.norm.eps:g}")
-    rope = blk.attention.rope
-    print("positions        " + (f"RoPE theta {rope.theta:g}" + (f", linear x{rope.scaling.factor:g}" if rope.scaling else "")
-                                  if rope else "none") + f"; context {a.max_seq_len:,}; vocab {a.vocab_size:,}")
-    if a.heads.kind == "multi_token":
-        n = a.heads.n_future
-        print(f"heads            {n} future-token heads (trunk {a.n_layers - n} blocks + {n} head blocks)")
-    if a.kind == "vision-language":
-        for line in _vision_lines(a, c.accounting):
-            print(line)
+    for label, text in s.arch.summary(c.accounting):
+        print(f"{label:<16} {text}")
     for line in render_accounting(c.accounting):
         print(line)
     if s.published and s.published.params:
@@ -106,28 +87,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vision_lines(a: Any, acc: Any) -> list[str]:
-    """A vision-language model's image side, and its parameters split by part."""
-    from .compiler.passes.accounting_vision import text_params
-
-    v, blk = a.vision, a.vision.block()
-    tokens = f"[IMG] {a.image_token_id}" + (f", [IMG_BREAK] {a.image_break_id}" if a.image_break_id is not None else "")
-    tokens += f", [IMG_END] {a.image_end_id}" if a.image_end_id is not None else ""
-    by = acc.params_by_part
-    return [
-        f"vision           dim {v.dim}, {v.n_layers} layers, {blk.attention.n_heads} heads, head_dim "
-        f"{blk.attention.head_dim}, {blk.ffn.kind} {blk.ffn.hidden_dim}, patch {v.patch_size}, 2-D RoPE theta "
-        f"{v.attention.rope.theta:g} over {v.grid}x{v.grid} patches (images up to {v.image_size}px)",
-        f"adapter          {v.dim} -> {a.adapter_hidden_dim} -> {a.dim}, {a.adapter.activation}"
-        + (", biases" if a.adapter.bias else ""),
-        f"image tokens     {tokens}",
-        f"parts            vision {by['vision']:,} + adapter {by['adapter']:,} + text {text_params(acc):,}",
-    ]
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
-    from . import api
-
     c = api.compile(args.spec, args.overrides, backend=args.backend, device=args.device)
     if args.explain:
         print(c.explain())
@@ -140,9 +100,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import zoo
-
-    model = zoo.load(args.model, args.overrides, backend=args.backend, device=args.device, dtype=args.dtype)
+    model = api.load(args.model, args.overrides, backend=args.backend, device=args.device, dtype=args.dtype)
     model.eval()
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed)
@@ -164,8 +122,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .compiler.schema import json_schema
-
     text = json.dumps(json_schema(resolved=args.resolved), indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -223,31 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the schema of a complete spec (after extends and interpolation), not of a file as written")
     p.set_defaults(func=cmd_schema)
 
-    for register in _extensions():
-        register(sub)
+    for module in (weights, train, btx):  # subcommands defined beside the code they drive
+        module.register(sub)
     return parser
 
 
-def _extensions() -> list[Callable[[Any], None]]:
-    """Subcommands defined beside the code they drive (weights, Hub, recipes)."""
-    import importlib
-
-    out = []
-    for name in ("cli_weights", "cli_train", "cli_btx"):
-        try:
-            out.append(importlib.import_module(f"{__package__}.{name}").register)
-        except ModuleNotFoundError as e:
-            if e.name != f"{__package__}.{name}":
-                raise
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from .runtime.backends import BackendUnavailable
-    from .runtime.modules.vision import VisionInputError
-    from .runtime.tokenizers import TokenizerError
-    from .runtime.vision.errors import ImageError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -257,8 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `zoo list | head`
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 

@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import train_state as ts
-from .train_config import TrainConfig, TrainError, lr_at
-from .train_data import TokenStream
+from .. import loading
+from . import state as ts
+from .config import TrainConfig, TrainError, lr_at
+from .data import TokenStream
 
 __all__ = ["EvalResult", "StepStats", "TokenStream", "TrainConfig", "TrainError", "Trainer", "lr_at"]
 
@@ -269,12 +270,10 @@ class Trainer:
         state, step, data position and RNG, so the run goes on as if never stopped. `data` must
         be the stream the run trained on (checked: length and batch geometry). `overrides`
         change settings (e.g. steps=...) at the price of exactness."""
-        from .api import load
-
         path = ts.resolve_checkpoint(folder)
         state = ts.read_state(path)
         config = TrainConfig.from_json(state["config"], **overrides)
-        model = load(path, device=device or "cpu", backend=backend)
+        model = loading.load(path, device=device or "cpu", backend=backend)
         trainer = cls(model, data, config, eval_data=eval_data, out=out if out is not None else path.parent)
         tensors, groups = ts.read_optimizer(path)
         ts.optimizer_from_files(trainer.optimizer, trainer._names, tensors, groups, str(path))

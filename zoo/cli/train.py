@@ -12,13 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .train_config import TrainConfig, TrainError
+from .. import api
+from ..train import TokenStream, TrainConfig, TrainError, Trainer, checkpoints, read_state, resolve_checkpoint
 
 
 def _streams(data: str, dtype: str, eval_fraction: float, seq_len: int,
              batch_size: int, sample: str, seed: int) -> tuple[Any, Any]:
-    from .train_data import TokenStream
-
     stream = TokenStream.from_file(data, seq_len, batch_size, dtype=dtype, mode=sample, seed=seed)
     return stream.split(eval_fraction) if eval_fraction > 0 else (stream, None)
 
@@ -34,9 +33,6 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _resume(args: argparse.Namespace) -> Any:
-    from .train import Trainer
-    from .train_state import read_state, resolve_checkpoint
-
     path = resolve_checkpoint(args.source)
     state = read_state(path)
     extra, geometry = state["config"].get("extra", {}), state["data"]
@@ -53,10 +49,6 @@ def _resume(args: argparse.Namespace) -> Any:
 
 def _fresh(args: argparse.Namespace) -> Any:
     import torch
-
-    from . import api
-    from .train import Trainer
-    from .train_state import checkpoints
 
     if args.data is None or args.steps is None or args.out is None:
         raise TrainError("a new run needs --data, --steps and --out")

@@ -1,4 +1,4 @@
-"""transformers' Mixtral config.json, both ways: a Llama config (hf_config.py) plus the MoE keys.
+"""transformers' Mixtral config.json, both ways: a Llama config (llama.py) plus the MoE keys.
 
 MixtralForCausalLM is LlamaForCausalLM with every FFN a mixture of SwiGLU experts: a bias-free
 router, top-k with the kept probabilities renormalized, one expert shape on every layer.
@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .compiler.schema import MoE, ModelSpec, Router, SwiGLU
+from ...compiler.schema import DenseFFN, MoE, ModelSpec, Router
 
 MOE_KEYS = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_jitter_noise",
             "output_router_logits", "sliding_window")
 _LLAMA_ONLY = ("mlp_bias", "pretraining_tp", "attention_bias")
+
+
+def is_moe(ffn: Any) -> bool:
+    return isinstance(ffn, MoE)
 
 
 def mixtral_unsupported(spec: ModelSpec) -> str | None:
@@ -39,8 +43,8 @@ def to_mixtral_config(llama: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
     return out
 
 
-def moe_from_config(cfg: dict[str, Any]) -> MoE:
-    """The FFN of a Mixtral config.json."""
+def moe_from_config(cfg: dict[str, Any], expert: DenseFFN) -> MoE:
+    """The FFN of a Mixtral config.json, its experts of `expert`'s kind (SwiGLU for silu)."""
     return MoE(n_experts=int(cfg["num_local_experts"]), top_k=int(cfg.get("num_experts_per_tok", 2)),
-               expert=SwiGLU(hidden_dim=int(cfg["intermediate_size"])),
+               expert=expert.model_copy(update={"bias": False}),
                router=Router(aux_loss_coef=float(cfg.get("router_aux_loss_coef", 0.001))))

@@ -20,8 +20,8 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError
-from .runtime.memory import huge_page_empty
+from ..runtime.memory import huge_page_empty
+from .document import CheckpointError
 
 INDEX_FILE = "model.safetensors.index.json"
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -257,3 +257,21 @@ def save_sharded(state: Mapping[str, torch.Tensor], folder: Path, max_shard_byte
         meta = {"total_size": total, "total_parameters": sum(t.numel() for t in state.values())}
         (Path(folder) / INDEX_FILE).write_text(json.dumps({"metadata": meta, "weight_map": weight_map}, indent=2))
     return names
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from 5368709120, "5GB", "500MB", "2GiB"."""
+    if isinstance(size, int):
+        return size
+    s = str(size).strip().upper()
+    for unit, mult in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3),
+                       ("B", 1)):
+        if s.endswith(unit):
+            try:
+                return int(float(s[: -len(unit)]) * mult)
+            except ValueError:
+                break
+    try:
+        return int(s)
+    except ValueError:
+        raise ValueError(f"max_shard_size: {size!r} is not a size (e.g. 5GB, 500MB, 1073741824)") from None

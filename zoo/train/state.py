@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .compiler.errors import ZooError
+from ..compiler.errors import ZooError
 
 TRAINER_DIR = "trainer"
 STATE_FILE = "state.json"

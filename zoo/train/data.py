@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compiler.errors import ZooError
+from ..compiler.errors import ZooError
 
 MODES = ("random", "sequential")
 _DTYPES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}

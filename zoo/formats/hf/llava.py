@@ -14,11 +14,9 @@ from typing import Any
 
 import torch
 
-from .compiler.schema import GeGLU, ModelSpec, RMSNorm, SwiGLU, TokenizerSpec
-from .formats.transforms import FormatError
-
-_PROJECTOR_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
-_VISION_ACT = {("swiglu", None): "silu", ("geglu", "gelu"): "gelu", ("geglu", "gelu_tanh"): "gelu_pytorch_tanh"}
+from ...compiler.schema import Attention, MLPAdapter, ModelSpec, RMSNorm, Rope2D, TokenizerSpec, VisionEncoder, VisionLanguage
+from ..transforms import FormatError
+from .llama import ACTIVATIONS, HF_ACTIVATION, ffn_from_act, gated_act, llama_unsupported, spec_from_llama_config, to_llama_config
 _LLAMA_ONLY = ("mlp_bias", "pretraining_tp", "attention_bias", "architectures")
 #: MistralConfig's and PixtralVisionConfig's defaults, for keys a config.json leaves out.
 MISTRAL_DEFAULTS = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -35,19 +33,17 @@ def _text_spec(spec: ModelSpec) -> ModelSpec:
 
 def llava_unsupported(spec: ModelSpec) -> str | None:
     """Why LlavaForConditionalGeneration (Pixtral tower, Mistral decoder) cannot run `spec`."""
-    from .hf_config import hf_unsupported
-
     a = spec.arch
     text = a.text
-    why = hf_unsupported(_text_spec(spec))
+    why = llama_unsupported(_text_spec(spec))
     if why:
         return f"its decoder: {why}"
     tb = text.block(0)
-    if tb.ffn.kind == "moe" or tb.ffn.bias or tb.attention.qkv_bias or tb.attention.o_bias:
+    if not gated_act(tb.ffn) or tb.ffn.bias or tb.attention.qkv_bias or tb.attention.o_bias:
         return "MistralForCausalLM has a dense bias-free FFN and no attention biases"
     v, vb = a.vision, a.vision.block()
-    if (v.ffn.kind, getattr(v.ffn, "activation", None)) not in _VISION_ACT or vb.ffn.bias:
-        return f"a {v.ffn.kind} vision FFN (transformers' Pixtral has a bias-free gated one)"
+    if not gated_act(vb.ffn) or vb.ffn.bias:
+        return f"a {vb.ffn.describe()} vision FFN (transformers' Pixtral has a bias-free gated one)"
     if v.norm.kind != "rmsnorm" or v.norm.eps != VISION_EPS:
         return f"vision norms other than RMSNorm with eps {VISION_EPS:g}"
     if v.attention.qkv_bias or v.attention.o_bias or v.patch_bias:
@@ -60,10 +56,8 @@ def llava_unsupported(spec: ModelSpec) -> str | None:
 
 
 def to_llava_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str, Any]:
-    from .hf_config import to_hf_config
-
     a = spec.arch
-    text = {k: v for k, v in to_hf_config(_text_spec(spec), dtype).items() if k not in _LLAMA_ONLY}
+    text = {k: v for k, v in to_llama_config(_text_spec(spec), dtype).items() if k not in _LLAMA_ONLY}
     att = a.text.block(0).attention
     text.update({"model_type": "mistral", "sliding_window": att.sliding_window})
     text.pop("dtype", None)
@@ -73,11 +67,11 @@ def to_llava_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[s
               "num_hidden_layers": v.n_layers, "num_attention_heads": v.attention.n_heads,
               "num_channels": v.channels, "image_size": v.image_size, "patch_size": v.patch_size,
               "head_dim": vb.attention.head_dim,
-              "hidden_act": _VISION_ACT[(v.ffn.kind, getattr(v.ffn, "activation", None))],
+              "hidden_act": gated_act(vb.ffn),
               "rope_parameters": {"rope_type": "axial", "rope_theta": theta}, "rope_theta": theta,
               "attention_dropout": 0.0, "initializer_range": 0.02}
     return {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
-            "image_token_index": a.image_token_id, "projector_hidden_act": _PROJECTOR_ACT[a.adapter.activation],
+            "image_token_index": a.image_token_id, "projector_hidden_act": HF_ACTIVATION[a.adapter.activation],
             "multimodal_projector_bias": a.adapter.bias, "vision_feature_layer": -1,
             "vision_feature_select_strategy": "full", "tie_word_embeddings": a.text.tie_embeddings,
             "text_config": text, "vision_config": vision,
@@ -86,15 +80,6 @@ def to_llava_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[s
 
 def spec_from_llava_config(cfg: dict[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:
     """A vision-language spec from a Llava config.json with a Pixtral vision tower."""
-    from .compiler.schema import (
-        MLPAdapter,
-        Rope2D,
-        VisionAttention,
-        VisionEncoder,
-        VisionLanguage,
-    )
-    from .hf_config import spec_from_hf_config
-
     vcfg = {**PIXTRAL_DEFAULTS, **(cfg.get("vision_config") or {})}
     tcfg = {**MISTRAL_DEFAULTS, **(cfg.get("text_config") or {})}
     if vcfg.get("model_type", "pixtral") != "pixtral":
@@ -104,26 +89,26 @@ def spec_from_llava_config(cfg: dict[str, Any], name: str, tokenizer_file: str |
     if layer not in (-1, [-1]) or strategy != "full":
         raise FormatError(f"config.json of {name}: vision_feature_layer {layer!r} / vision_feature_select_strategy "
                           f"{strategy!r}; Pixtral uses the last layer's features, all of them (-1, 'full')")
-    act = {v: k for k, v in _PROJECTOR_ACT.items()}.get(cfg.get("projector_hidden_act", "gelu"))
-    ffn_kind = {v: k for k, v in _VISION_ACT.items()}.get(vcfg["hidden_act"])
-    if act is None or ffn_kind is None:
+    act = ACTIVATIONS.get(cfg.get("projector_hidden_act", "gelu"))
+    vision_act = ACTIVATIONS.get(vcfg["hidden_act"])
+    if act is None or vision_act is None:
         raise FormatError(f"config.json of {name}: projector_hidden_act {cfg.get('projector_hidden_act')!r} or vision "
                           f"hidden_act {vcfg['hidden_act']!r} is not supported")
     try:
         if "tie_word_embeddings" in cfg:
             tcfg["tie_word_embeddings"] = cfg["tie_word_embeddings"]
-        text = spec_from_hf_config({**tcfg, "model_type": "llama"}, name).arch
+        text = spec_from_llama_config({**tcfg, "model_type": "llama"}, name).arch
         if tcfg.get("sliding_window"):
             text = text.model_copy(update={"attention": text.attention.model_copy(
                 update={"sliding_window": int(tcfg["sliding_window"])})})
         inter = int(vcfg["intermediate_size"])
-        ffn = SwiGLU(hidden_dim=inter) if ffn_kind[0] == "swiglu" else GeGLU(hidden_dim=inter, activation=ffn_kind[1])
+        ffn = ffn_from_act(vcfg["hidden_act"], hidden_dim=inter)
         theta = float((vcfg.get("rope_parameters") or {}).get("rope_theta", vcfg.get("rope_theta", 10000.0)))
         heads = int(vcfg["num_attention_heads"])
         vision = VisionEncoder(dim=vcfg["hidden_size"], n_layers=vcfg["num_hidden_layers"],
                                image_size=vcfg["image_size"], patch_size=vcfg["patch_size"],
                                channels=vcfg["num_channels"],
-                               attention=VisionAttention(n_heads=heads, rope=Rope2D(theta=theta)),
+                               attention=Attention(n_heads=heads, rope=Rope2D(theta=theta)),
                                ffn=ffn, norm=RMSNorm(eps=VISION_EPS))
         vocab = text.vocab_size
         pixtral_ids = vocab > 13  # Pixtral's [IMG_BREAK] 12, [IMG_END] 13 (in its processor, not config.json)

@@ -1,0 +1,19 @@
+"""The built-in component kinds, one class each, registered on import (members before the
+kinds that contain them). A user's kind registers the same way: see docs/extending.md."""
+
+from . import ops, position, norm, attention, ffn, moe, heads, block, decoder, vision, vision_language  # noqa: F401
+
+from .attention import Attention
+from .block import Block
+from .decoder import LAYER_RANGE_PATTERN, Decoder, LayerOverride, parse_layer_range
+from .ffn import DenseFFN, GeGLU, GeluMLP, SwiGLU
+from .heads import MultiTokenHead, NextTokenHead
+from .moe import MoE, Router
+from .norm import LayerNorm, RMSNorm
+from .position import LinearScaling, Rope, Rope2D
+from .vision import MLPAdapter, VisionEncoder
+from .vision_language import VisionLanguage
+
+__all__ = ["Attention", "Block", "Decoder", "DenseFFN", "GeGLU", "GeluMLP", "LAYER_RANGE_PATTERN", "LayerNorm",
+           "LayerOverride", "LinearScaling", "MLPAdapter", "MoE", "MultiTokenHead", "NextTokenHead", "RMSNorm", "Rope",
+           "Rope2D", "Router", "SwiGLU", "VisionEncoder", "VisionLanguage", "parse_layer_range"]

@@ -1,0 +1,116 @@
+"""Multi-head attention: GQA when n_kv_heads < n_heads, MQA when n_kv_heads == 1; causal in a
+decoder, bidirectional within each image in a vision encoder (the scope says which)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from ...runtime.modules.attention import AttentionConfig
+from ..errors import Problem
+from ..ir import Dim, Node, Scope, join
+from ..registry import Cost, FieldError, Kind, KernelRow, Slot, register
+from .ops import linear_node
+from .position import Rope
+
+
+@register
+class Attention(Kind):
+    """Multi-head attention; GQA when n_kv_heads < n_heads, MQA when n_kv_heads == 1."""
+
+    slots = ("attention",)
+    part = "attention"
+    kind: Literal["attention"] = "attention"
+    n_heads: PositiveInt
+    n_kv_heads: PositiveInt | None = Field(None, description="defaults to n_heads (MHA)")
+    head_dim: PositiveInt | None = Field(None, description="defaults to dim / n_heads")
+    qkv_bias: bool = False
+    o_bias: bool = False
+    sliding_window: PositiveInt | None = Field(None, description="keys within this many positions, self included")
+    rope: Annotated[Kind | None, Slot("position", default="rope")] = Field(default_factory=Rope)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Attention":
+        kv = self.n_kv_heads or self.n_heads
+        if kv > self.n_heads or self.n_heads % kv:
+            raise FieldError(("n_kv_heads",), f"n_kv_heads ({kv}) must divide n_heads ({self.n_heads})")
+        if self.rope is not None and self.head_dim is not None and self.head_dim % 2:
+            raise FieldError(("head_dim",), f"RoPE needs an even head_dim, got {self.head_dim}")
+        return self
+
+    # ------------------------------------------------------------------ sizes
+    def width_problem(self, dim: int) -> str | None:
+        """Why this attention cannot sit in a stream `dim` wide (None: it can)."""
+        if self.head_dim is None:
+            if dim % self.n_heads:
+                return f"dim ({dim}) is not divisible by n_heads ({self.n_heads}); give head_dim"
+            if self.rope is not None and (dim // self.n_heads) % 2:
+                return f"RoPE needs an even head_dim, got dim/n_heads = {dim // self.n_heads}"
+        return None
+
+    def completed(self, dim: int) -> "Attention":
+        """head_dim and n_kv_heads filled in for a stream `dim` wide."""
+        why = self.width_problem(dim)
+        if why:
+            raise ValueError(why)
+        return self.model_copy(update={"head_dim": self.head_dim or dim // self.n_heads,
+                                       "n_kv_heads": self.n_kv_heads or self.n_heads})
+
+    def describe(self) -> str:
+        text = f"{self.n_heads} heads, {self.n_kv_heads or self.n_heads} kv heads, head_dim {self.head_dim}"
+        if self.sliding_window:
+            text += f", window {self.sliding_window}"
+        if self.qkv_bias or self.o_bias:
+            text += ", biases " + "/".join(n for n, b in (("qkv", self.qkv_bias), ("o", self.o_bias)) if b)
+        return text
+
+    # ------------------------------------------------------------------ phases
+    def ir(self, path: str, ctx: Scope) -> Node:
+        assert self.head_dim is not None and self.n_kv_heads is not None, "complete the attention first"
+        dim = ctx.width
+        q_dim = Dim("heads*head_dim", self.n_heads * self.head_dim)
+        kv_dim = Dim("kv_heads*head_dim", self.n_kv_heads * self.head_dim)
+        children = [linear_node(join(path, "q"), dim, q_dim, self.qkv_bias),
+                    linear_node(join(path, "k"), dim, kv_dim, self.qkv_bias),
+                    linear_node(join(path, "v"), dim, kv_dim, self.qkv_bias),
+                    linear_node(join(path, "o"), q_dim, dim, self.o_bias)]
+        return Node(self, path, children=children, attrs={"causal": ctx.causal, "grid": ctx.grid})
+
+    def check(self, node: Node) -> list[Problem]:
+        q, k, v, o = (node.child(n) for n in "qkvo")
+        out = []
+        if q.attrs["out"] != o.attrs["in"]:
+            out.append(Problem(node.path, "q output and o input sizes differ"))
+        if k.attrs["out"] != v.attrs["out"]:
+            out.append(Problem(node.path, "k and v sizes differ"))
+        if self.rope is not None and self.head_dim % 2:  # type: ignore[operator]
+            out.append(Problem(node.path, f"RoPE needs an even head_dim, got {self.head_dim}"))
+        return out
+
+    def cost(self, node: Node, ctx: Any, inner: Cost) -> Cost:
+        """Scores and the weighted sum: 2 matmuls of (heads*head_dim) x keys per token, keys
+        averaged over the context (a window caps them); k and v cached per token."""
+        n = ctx.context
+        keys = min(n, self.sliding_window) if self.sliding_window else (n + 1) // 2
+        flops = 2 * 2 * self.n_heads * self.head_dim * keys  # type: ignore[operator]
+        return inner + Cost(flops=flops, kv_elems=2 * self.n_kv_heads * self.head_dim)  # type: ignore[operator]
+
+    def kernels(self, node: Node, backend: Any) -> list[KernelRow]:
+        rows = [self.rope.row(join(node.path, "rope"), node.attrs["grid"])] if self.rope else []  # type: ignore[attr-defined]
+        if not node.attrs["causal"]:
+            return rows + [KernelRow(node.path, self.kind_name, backend.block_diagonal_kernel(),
+                                     f"backend {backend.name} (bidirectional; images packed in one sequence "
+                                     "attend within themselves)")]
+        traits = []
+        if self.n_kv_heads != self.n_heads:
+            traits.append("MQA" if self.n_kv_heads == 1 else f"GQA {self.n_heads}/{self.n_kv_heads}")
+        if self.sliding_window:
+            traits.append(f"window {self.sliding_window}")
+        why = f"backend {backend.name}" + (f" ({', '.join(traits)})" if traits else "")
+        return rows + [KernelRow(node.path, self.kind_name, backend.attention_kernel(), why)]
+
+    def lower(self, node: Node | None = None, backend: Any = None) -> AttentionConfig:
+        assert self.head_dim is not None and self.n_kv_heads is not None
+        return AttentionConfig(self.n_heads, self.n_kv_heads, self.head_dim, self.qkv_bias, self.o_bias,
+                               self.sliding_window, self.rope.runtime() if self.rope else None)  # type: ignore[attr-defined]
