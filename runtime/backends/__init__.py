@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
-
 import torch
 
 from .base import Availability, Backend, BackendUnavailable
@@ -13,7 +11,7 @@ from .sdpa import SDPABackend
 from .xformers import XFormersBackend
 from .xla import XLABackend
 
-_REGISTRY: dict[str, Callable[[], Backend]] = {
+_REGISTRY: dict[str, type[Backend]] = {
     "eager": EagerBackend,
     "sdpa": SDPABackend,
     "xformers": XFormersBackend,
@@ -21,8 +19,9 @@ _REGISTRY: dict[str, Callable[[], Backend]] = {
 }
 
 
-def register(name: str, factory: Callable[[], Backend]) -> None:
-    _REGISTRY[name] = factory
+def register(name: str, backend: type[Backend]) -> None:
+    """Make `backend` (a Backend subclass) selectable by `name`."""
+    _REGISTRY[name] = backend
 
 
 def names() -> list[str]:
@@ -38,7 +37,7 @@ def auto_choice(device: torch.device) -> tuple[str, str]:
     """(backend name, why) for `auto` on this device."""
     for name in ("xformers", "xla"):
         if name in _REGISTRY:
-            avail = _REGISTRY[name]().availability(device)
+            avail = _REGISTRY[name].availability(device)
             if avail.ok:
                 return name, f"auto: {avail.reason}"
     return "sdpa", f"auto: sdpa on {device.type}"

@@ -24,7 +24,10 @@ class Backend:
 
     name: str = "base"
 
-    def availability(self, device: torch.device) -> Availability:
+    @classmethod
+    def availability(cls, device: torch.device) -> Availability:
+        """Whether this backend can run on `device` here, and why (asked of the class: probing
+        builds nothing)."""
         return Availability(True, "always available")
 
     def step_end(self) -> None:

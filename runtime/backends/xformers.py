@@ -30,7 +30,8 @@ def _seqlens(segments: torch.Tensor) -> list[int]:
 class XFormersBackend(Backend):
     name = "xformers"
 
-    def availability(self, device: torch.device) -> Availability:
+    @classmethod
+    def availability(cls, device: torch.device) -> Availability:
         if device.type != "cuda":
             return Availability(False, f"needs a CUDA device, have {device.type}")
         try:

@@ -42,7 +42,8 @@ class XLABackend(Backend):
     def __init__(self) -> None:
         self._math = EagerBackend()
 
-    def availability(self, device: torch.device) -> Availability:
+    @classmethod
+    def availability(cls, device: torch.device) -> Availability:
         try:
             import torch_xla  # noqa: F401
         except ImportError:
