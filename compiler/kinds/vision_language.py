@@ -73,9 +73,12 @@ class VisionLanguage(Kind):
         adapter = self.adapter.ir("adapter", (Dim("vision_dim", self.vision.dim), Dim("dim", self.text.dim)))  # type: ignore[attr-defined]
         return Node(self, path, children=[vision, adapter, text])
 
-    def lower(self, node: Node, backend: Any) -> torch.nn.Module:
+    def config(self, node: Node) -> VisionLanguageConfig:
+        """The runtime record of this model's IR node."""
         vision, adapter, text = (node.child(n) for n in ("vision", "adapter", "text"))
-        cfg = VisionLanguageConfig(vision.spec.lower(vision), adapter.spec.lower(adapter), self.text.config(text),
-                                   self.image_token_id, self.image_break_id, self.image_end_id)
+        return VisionLanguageConfig(vision.spec.lower(vision), adapter.spec.lower(adapter), self.text.config(text),
+                                    self.image_token_id, self.image_break_id, self.image_end_id)
+
+    def lower(self, node: Node, backend: Any) -> torch.nn.Module:
         with torch.device("meta"):
-            return VisionLanguageLM(cfg, backend)
+            return VisionLanguageLM(self.config(node), backend)

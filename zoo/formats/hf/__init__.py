@@ -7,11 +7,13 @@ One module per transformers family: llama.py (Llama, and Mixtral through mixtral
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from ...compiler.schema import ModelSpec
+from ..transforms import FormatError
 from . import llama, llava
 
 MODEL_TYPES = {"llama": "hf-llama", "mixtral": "hf-mixtral", "llava": "hf-llava"}  # model_type -> zoo format
@@ -25,9 +27,44 @@ _READERS = {"llava": llava.spec_from_llava_config}  # model_type -> reader (defa
 
 
 def hf_unsupported(spec: ModelSpec) -> str | None:
-    """Why no transformers class runs `spec`, or None when one does."""
+    """Why no transformers class runs `spec`, or None when one does.
+
+    Beyond each family's own refusals, the config.json it would write is read back and the
+    model that describes is compared with `spec`, record by record as the runtime builds them:
+    anything the config cannot carry (a kind or a field added to zoo and not to the family's
+    mapping) is a difference, so a folder transformers would load with other math is never
+    written."""
     family = _FAMILIES.get(spec.arch.kind_name)
-    return family[0](spec) if family else f"{spec.arch.kind_name} models have no transformers class"
+    if family is None:
+        return f"{spec.arch.kind_name} models have no transformers class"
+    why = family[0](spec)
+    if why:
+        return why
+    cfg = family[2](spec, None)
+    diff = _difference(_records(spec), _records(spec_from_hf_config(cfg, spec.name)))
+    return f"transformers' {cfg['architectures'][0]} config cannot express {diff}" if diff else None
+
+
+def _records(spec: ModelSpec) -> Any:
+    """What the runtime builds `spec` from: every block's components, sizes derived."""
+    return spec.arch.config(spec.arch.ir(""))
+
+
+def _difference(a: Any, b: Any, at: str = "") -> str | None:
+    """The first path where two runtime records differ (None when equal)."""
+    if a == b:
+        return None
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        for f in dataclasses.fields(a):
+            d = _difference(getattr(a, f.name), getattr(b, f.name), f"{at}.{f.name}" if at else f.name)
+            if d:
+                return d
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _difference(x, y, f"{at}[{i}]")
+            if d:
+                return d
+    return f"{at or 'the model'} ({a!r}, read back as {b!r})"
 
 
 def hf_format(spec: ModelSpec) -> str:
@@ -37,6 +74,9 @@ def hf_format(spec: ModelSpec) -> str:
 
 def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """config.json for `spec` (FormatError when transformers cannot express it)."""
+    why = hf_unsupported(spec)
+    if why:
+        raise FormatError(f"{spec.name}: no transformers config: {why}")
     return _FAMILIES[spec.arch.kind_name][2](spec, dtype)
 
 
