@@ -8,6 +8,7 @@ from pydantic import PositiveFloat
 
 from ...runtime.modules.build import Build
 from ...runtime.modules.norm import LayerNorm as LayerNormModule
+from ...runtime.modules.norm import NonParametricLayerNorm as NonParametricLayerNormModule
 from ...runtime.modules.norm import RMSNorm as RMSNormModule
 from ..ir import Node, Param, Scope
 from ..registry import Kind, KernelRow, register
@@ -59,3 +60,23 @@ class LayerNorm(_Norm):
 
     def lower(self, node: Node | None = None, backend: Any = None) -> Build:
         return Build.of(LayerNormModule, eps=self.eps, bias=self.bias)
+
+
+@register
+class NonParametricLayerNorm(_Norm):
+    """LayerNorm with no weight and no bias (OLMo): (x - mean) / sqrt(var + eps), computed in
+    float32 and cast back."""
+
+    slots = ("norm",)
+    kind: Literal["nonparametric-layernorm"] = "nonparametric-layernorm"
+    eps: PositiveFloat = 1e-5
+
+    def params(self, ctx: Scope) -> list[Param]:
+        return []
+
+    def kernels(self, node: Node, backend: Any) -> list[KernelRow]:
+        return [KernelRow(node.path, self.kind_name, "torch layer_norm in float32, no weight or bias",
+                          "OLMo's non-parametric norm")]
+
+    def lower(self, node: Node | None = None, backend: Any = None) -> Build:
+        return Build.of(NonParametricLayerNormModule, eps=self.eps)

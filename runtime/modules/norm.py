@@ -50,3 +50,14 @@ class LayerNorm(nn.Module):
         nn.init.ones_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+
+
+class NonParametricLayerNorm(nn.Module):
+    """LayerNorm without learnable parameters (OLMo): normalized in float32, cast back."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x.float(), (self.dim,), None, None, self.eps).type_as(x)
