@@ -58,13 +58,20 @@ class Attention(nn.Module):
                 return y
         return apply_rope(x, cos, sin)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, H, T, D), k and v (B, Hkv, T, D): the projections, before RoPE."""
         b, t, _ = x.shape
         c = self.cfg
         q = self.q(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
         k = self.k(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                layout: AttentionLayout, cache: KVCache | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        c = self.cfg
+        q, k, v = self.project(x)
         if rope is not None:
             cos, sin = rope
             q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)

@@ -63,9 +63,7 @@ class VisionAttention(Attention):
                 seqlens: Sequence[int]) -> torch.Tensor:
         b, t, _ = x.shape
         c = self.cfg
-        q = self.q(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
-        k = self.k(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
-        v = self.v(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        q, k, v = self.project(x)
         cos, sin = rope
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = self.backend.block_diagonal_attention(q, k, v, seqlens, self.scale)
