@@ -11,8 +11,28 @@ from ...runtime.modules.attention import AttentionConfig
 from ..errors import Problem
 from ..ir import Dim, Node, Scope, join
 from ..registry import Cost, FieldError, Kind, KernelRow, Slot, register
+from .norm import RMSNorm
 from .ops import linear_node
 from .position import Rope
+
+
+@register
+class PerHeadQKNorm(Kind):
+    """q/k normalization per head (Qwen3): `norm` over each head's query and key (head_dim
+    wide), after the projections and before RoPE; one weight of head_dim for q, one for k."""
+
+    slots = ("qk-norm",)
+    kind: Literal["per-head"] = "per-head"
+    norm: Annotated[Kind, Slot("norm")] = Field(default_factory=RMSNorm)
+
+    def describe(self) -> str:
+        return f"q/k {self.norm.describe()} per head"
+
+    def ir(self, path: str, ctx: Scope) -> Node:
+        return self.norm.ir(path, ctx)
+
+    def lower(self, node: Node | None = None, backend: Any = None) -> Any:
+        return self.norm.lower()
 
 
 @register
@@ -29,6 +49,8 @@ class Attention(Kind):
     o_bias: bool = False
     sliding_window: PositiveInt | None = Field(None, description="keys within this many positions, self included")
     rope: Annotated[Kind | None, Slot("position", default="rope")] = Field(default_factory=Rope)
+    qk_norm: Annotated[Kind | None, Slot("qk-norm", default="per-head")] = Field(
+        None, description="normalize queries and keys before RoPE (Qwen3: {kind: per-head, norm: {kind: rmsnorm}})")
 
     @model_validator(mode="after")
     def _check(self) -> "Attention":
@@ -63,6 +85,8 @@ class Attention(Kind):
             text += f", window {self.sliding_window}"
         if self.qkv_bias or self.o_bias:
             text += ", biases " + "/".join(n for n, b in (("qkv", self.qkv_bias), ("o", self.o_bias)) if b)
+        if self.qk_norm:
+            text += f", {self.qk_norm.describe()}"
         return text
 
     # ------------------------------------------------------------------ phases
@@ -75,6 +99,9 @@ class Attention(Kind):
                     linear_node(join(path, "k"), dim, kv_dim, self.qkv_bias),
                     linear_node(join(path, "v"), dim, kv_dim, self.qkv_bias),
                     linear_node(join(path, "o"), q_dim, dim, self.o_bias)]
+        if self.qk_norm:
+            head = Scope(Dim("head_dim", self.head_dim), ctx.causal, ctx.grid)
+            children += [self.qk_norm.ir(join(path, "q_norm"), head), self.qk_norm.ir(join(path, "k_norm"), head)]
         return Node(self, path, children=children, attrs={"causal": ctx.causal, "grid": ctx.grid})
 
     def check(self, node: Node) -> list[Problem]:
@@ -113,4 +140,5 @@ class Attention(Kind):
     def lower(self, node: Node | None = None, backend: Any = None) -> AttentionConfig:
         assert self.head_dim is not None and self.n_kv_heads is not None
         return AttentionConfig(self.n_heads, self.n_kv_heads, self.head_dim, self.qkv_bias, self.o_bias,
-                               self.sliding_window, self.rope.runtime() if self.rope else None)  # type: ignore[attr-defined]
+                               self.sliding_window, self.rope.runtime() if self.rope else None,  # type: ignore[attr-defined]
+                               self.qk_norm.lower() if self.qk_norm else None)

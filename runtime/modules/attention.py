@@ -12,6 +12,7 @@ from torch import nn
 from ..backends.base import Backend
 from ..kv_cache import KVCache
 from ..mask import AttentionLayout
+from .build import Build
 from .layers import Linear
 from .rope import RopeConfig, apply_rope
 
@@ -25,6 +26,7 @@ class AttentionConfig:
     o_bias: bool = False
     sliding_window: int | None = None
     rope: RopeConfig | None = field(default_factory=RopeConfig)
+    qk_norm: Build | None = None  # a norm over each head's q and k (head_dim wide), before RoPE
 
 
 class Attention(nn.Module):
@@ -40,6 +42,8 @@ class Attention(nn.Module):
         self.k = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.v = Linear(dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o = Linear(cfg.n_heads * cfg.head_dim, dim, bias=cfg.o_bias)
+        self.q_norm = cfg.qk_norm(cfg.head_dim) if cfg.qk_norm else None
+        self.k_norm = cfg.qk_norm(cfg.head_dim) if cfg.qk_norm else None
 
     def bind_kernels(self, backend: Backend, kernels: Any) -> None:
         self.backend = backend
@@ -49,7 +53,7 @@ class Attention(nn.Module):
         """What this attention computes beyond q/k/v/o projections and RoPE; fused kernels that
         implement only that plain form (the native decode step, grouped heads) decline blocks
         with any extra."""
-        return []
+        return ["q/k norm"] if self.q_norm is not None else []
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.rope_kernel is not None:
@@ -62,8 +66,11 @@ class Attention(nn.Module):
         """q (B, H, T, D), k and v (B, Hkv, T, D): the projections, before RoPE."""
         b, t, _ = x.shape
         c = self.cfg
-        q = self.q(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
-        k = self.k(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        q = self.q(x).view(b, t, c.n_heads, c.head_dim)
+        k = self.k(x).view(b, t, c.n_kv_heads, c.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
         return q, k, v
 
