@@ -12,10 +12,10 @@ Training sets are cut to the same number of tokens, so the mix is 1/3 each.
 
 Pipeline (the tokenizer is the repo's byte-level BPE, trained on the three training sets):
   seed      a small dense model trained on the mix for S0 steps
-  experts   the seed branched 3 times (`zoo.btx.branch`), expert d trained S1 steps on domain d
+  experts   the seed branched 3 times (`zoo.recipes.btx.branch`), expert d trained S1 steps on domain d
   BTM       the experts' parameters averaged (no further training); BTM-ensemble: their
             next-token distributions averaged (3x inference cost)
-  BTX       the experts mixed (`zoo.btx.mix`: FFNs -> top-2 MoE, rest averaged, new router),
+  BTX       the experts mixed (`zoo.recipes.btx.mix`: FFNs -> top-2 MoE, rest averaged, new router),
             then MoE-finetuned S2 steps on the mix
   upcycle   the seed turned into a 3-expert top-2 MoE (copies of its FFN), finetuned on the mix
             for 3*S1 + S2 steps

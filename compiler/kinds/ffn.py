@@ -36,8 +36,9 @@ class DenseFFN(Kind):
 
     @property
     def act(self) -> str:
-        """The activation's runtime name (silu, gelu, gelu_tanh, relu)."""
-        return getattr(self, "activation", "silu")
+        """The activation's runtime name (silu, gelu, gelu_tanh, relu): the `activation` field
+        where the kind has one, else its one activation."""
+        return getattr(self, "activation", self.activations[0])
 
     def sized(self, dim: int) -> "DenseFFN":
         """Fill hidden_dim by the LLaMA rule h = int(2*4*dim/3), h = int(m*h), round up."""
