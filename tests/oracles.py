@@ -70,3 +70,17 @@ def hf_llama_from(model: Any):  # type: ignore[no-untyped-def]
     if model.spec.arch.tie_embeddings:
         assert unexpected == [] and set(missing) <= {"lm_head.weight"}
     return ref
+
+
+def check_decoding(model: Any, ref: Any, atol: float = 1e-4, rtol: float = 1e-4) -> None:
+    """KV-cache decoding (a 5-token prefill, then one token a step) equals `model`'s full
+    forward, and its greedy tokens equal the transformers reference's `generate`."""
+    prompt = torch.randint(3, model.spec.arch.language_model().vocab_size, (1, 9))
+    with torch.no_grad():
+        full = model(prompt)
+        cache = model.new_cache(1, 32)
+        steps = [model(prompt[:, :5], cache=cache)] + [model(prompt[:, i:i + 1], cache=cache) for i in range(5, 9)]
+        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=atol, rtol=rtol)
+        ours = model.generate(prompt, max_new_tokens=8, stop_tokens=[])
+        theirs = ref.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=None)[0, 9:].tolist()
+    assert ours[0] == theirs

@@ -27,7 +27,6 @@ import threading
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c", "gemm.c", "eltwise.c")]
 HEADER = Path(__file__).with_name("simd.h")  # included by both; part of the build key

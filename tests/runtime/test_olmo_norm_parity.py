@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.oracles import check_decoding
 from tests.runtime.test_llama_parity import ATOL, RTOL, TINY, tiny
 from zoo.formats.export import external_state
 
@@ -46,15 +47,7 @@ def test_logits_match_olmo(backend: str) -> None:
 def test_cached_decoding_and_greedy_tokens_match_olmo(backend: str) -> None:
     m = tiny("llama-2-7b", *OLMO, backend=backend)
     ref = olmo_from(m)
-    prompt = torch.randint(3, 128, (1, 9))
-    with torch.no_grad():
-        full = m(prompt)
-        cache = m.new_cache(1, 32)
-        steps = [m(prompt[:, :5], cache=cache)] + [m(prompt[:, i:i + 1], cache=cache) for i in range(5, 9)]
-        torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=RTOL)
-        ours = m.generate(prompt, max_new_tokens=8, stop_tokens=[])
-        theirs = ref.generate(prompt, max_new_tokens=8, do_sample=False, eos_token_id=None)[0, 9:].tolist()
-    assert ours[0] == theirs
+    check_decoding(m, ref, ATOL, RTOL)
 
 
 def test_the_kind_is_explained_and_counted() -> None:
