@@ -11,6 +11,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from ..runtime.errors import UsageError, ZooError
+
+__all__ = ["Location", "Problem", "SpecError", "UnknownModelError", "UsageError", "ZooError", "close_matches"]
+
 
 @dataclass(frozen=True)
 class Location:
@@ -42,10 +46,6 @@ class Problem:
         if self.suggestions:
             text += "; did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
         return text
-
-
-class ZooError(Exception):
-    """Base class for every error the zoo raises on purpose."""
 
 
 class SpecError(ZooError, ValueError):

@@ -11,11 +11,14 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from .errors import UsageError
+from .sampling import check_length, check_sampling, sample
+
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens, attention_mask), both (B, max_len), prompts right-aligned."""
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
+        raise UsageError("every prompt needs at least one token")
     width = max(len(p) for p in prompts)
     tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -23,6 +26,11 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
         tokens[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
         mask[i, width - len(p):] = 1
     return tokens.to(device), mask.to(device)
+
+
+def context_of(model: nn.Module) -> int | None:
+    """The positions the model was built for (its spec's max_seq_len), when it says."""
+    return getattr(getattr(model, "cfg", None), "max_seq_len", None)
 
 
 def as_prompt_list(prompts: torch.Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[list[int]]:
@@ -40,10 +48,11 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
              stop_tokens: Iterable[int] = (), pad_id: int = 0, seed: int | None = None,
              generator: torch.Generator | None = None, prefill_kwargs: dict | None = None) -> list[list[int]]:
     """New tokens for each prompt (a stop token, when hit, ends its row and is included).
-    `prefill_kwargs` go to the prompt's forward only (a vision-language model's `images`)."""
-    from .sampling import sample
-
+    `prefill_kwargs` go to the prompt's forward only (a vision-language model's `images`).
+    UsageError for sampling arguments out of range or a request past the model's context."""
+    check_sampling(temperature, top_k, top_p)
     rows = as_prompt_list(prompts)
+    check_length(max_new_tokens, max((len(r) for r in rows), default=0), context_of(model))
     device = next(model.parameters()).device
     if generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import UsageError
+
 
 class KVCache:
     """Keys and values for every layer, (B, n_kv_heads, max_len, head_dim) each.
@@ -28,7 +30,7 @@ class KVCache:
         for first, n in groups:
             h, d = heads[first], dims[first]
             if any(heads[i] != h or dims[i] != d for i in range(first, first + n)):
-                raise ValueError(f"cache group {first}..{first + n - 1}: layers differ in kv heads or head_dim")
+                raise UsageError(f"cache group {first}..{first + n - 1}: layers differ in kv heads or head_dim")
             kb = torch.zeros(n * batch, h, max_len, d, dtype=dtype, device=device)
             vb = torch.zeros(n * batch, h, max_len, d, dtype=dtype, device=device)
             for j in range(n):
@@ -66,7 +68,7 @@ class KVCache:
             return kb, vb
         end = start + k.shape[2]
         if end > self.max_len:
-            raise ValueError(f"KV cache overflow: {end} positions needed, {self.max_len} allocated")
+            raise UsageError(f"KV cache overflow: {end} positions needed, {self.max_len} allocated")
         kb[:, :, start:end] = k
         vb[:, :, start:end] = v
         return kb[:, :, :end], vb[:, :, :end]
@@ -74,7 +76,7 @@ class KVCache:
     def rollback(self, length: int) -> None:
         """Forget every slot from `length` on (rejected speculative tokens)."""
         if length > self.length:
-            raise ValueError(f"cannot roll forward: length {self.length}, asked {length}")
+            raise UsageError(f"cannot roll forward: length {self.length}, asked {length}")
         # rolled-back slots hold real (decoded) tokens, so each row's next position moves back too
         self.next_pos = self.next_pos - (self.length - length)
         self.length = length

@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .generation import as_prompt_list, left_pad
+from .generation import as_prompt_list, context_of, left_pad
+from .sampling import check_length
 
 
 @dataclass
@@ -37,6 +38,7 @@ def speculative_generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequ
     n_future = getattr(model, "n_future", 1)
     k = n_future - 1 if n_draft is None else min(n_draft, n_future - 1)
     rows = as_prompt_list(prompts)
+    check_length(max_new_tokens, max((len(r) for r in rows), default=0), context_of(model))
     device = next(model.parameters()).device
     stops = set(int(s) for s in stop_tokens)
     tokens, mask = left_pad(rows, pad_id, device)

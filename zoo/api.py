@@ -12,6 +12,7 @@ from torch import nn
 from . import catalog, hub, loading
 from .compiler import Compiled
 from .compiler import compile as _compile
+from .compiler.errors import UsageError
 from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
 from .formats import open_checkpoint
@@ -47,7 +48,7 @@ def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None 
           init: str | None = "random", seed: int | None = 0, tokenizer: Any = None) -> nn.Module:
     """A model from its spec. init="random" allocates and initializes; init="meta" allocates nothing."""
     if init not in ("random", "meta", None):
-        raise ValueError(f"init must be 'random' or 'meta', got {init!r}")
+        raise UsageError(f"init must be 'random' or 'meta', got {init!r}")
     compiled, net = lower_spec(spec(name, overrides), backend, device)
     if init == "random":
         materialize(net, device, parse_dtype(dtype), seed)

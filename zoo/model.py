@@ -17,6 +17,7 @@ from torch import nn
 from . import vlm
 from .compiler import Compiled
 from .compiler import compile as compile_spec
+from .compiler.errors import UsageError
 from .compiler.lowering import lower
 from .compiler.schema import ModelSpec
 from .formats.export import save
@@ -49,7 +50,7 @@ class ModelMixin:
     # ------------------------------------------------------------------ text
     def _need_tokenizer(self) -> Any:
         if getattr(self, "tokenizer", None) is None:
-            raise ValueError(f"{self.spec.name} has no tokenizer loaded; pass token ids instead")
+            raise UsageError(f"{self.spec.name} has no tokenizer loaded; pass token ids instead")
         return self.tokenizer
 
     def stop_ids(self) -> list[int]:
@@ -83,7 +84,7 @@ class ModelMixin:
             speculative = greedy and getattr(self, "n_future", 1) > 1 and exact
         if speculative:
             if not greedy:
-                raise ValueError("speculative decoding is greedy: use temperature=0")
+                raise UsageError("speculative decoding is greedy: use temperature=0")
             kw = {k: v for k, v in kw.items() if k in ("stop_tokens", "pad_id")}
             out, _ = self.generate_speculative(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
         else:
@@ -114,7 +115,7 @@ class ModelMixin:
         tok = self._need_tokenizer()
         spec = self.spec.tokenizer.infill if self.spec.tokenizer else None
         if spec is None:
-            raise ValueError(f"{self.spec.name} was not trained for infilling (no <PRE>/<SUF>/<MID> tokens)")
+            raise UsageError(f"{self.spec.name} was not trained for infilling (no <PRE>/<SUF>/<MID> tokens)")
         ids = InfillTokens(spec.prefix_id, spec.suffix_id, spec.middle_id, spec.eot_id)
         prompt = build_infill_prompt(tok, prefix, suffix, mode=mode, ids=ids)
         stops = [spec.eot_id] + ([self.spec.tokenizer.eos_id] if self.spec.tokenizer.eos_id is not None else [])
@@ -173,5 +174,5 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return dtype
     out = getattr(torch, str(dtype), None)
     if not isinstance(out, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        raise UsageError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
     return out

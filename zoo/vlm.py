@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .compiler.errors import UsageError
 from .runtime.modules.multimodal import ImageTokenMismatch
 from .runtime.vision.preprocess import ImageProcessor, ProcessedImage
 
@@ -36,7 +37,7 @@ def require_vision(model: Any) -> Any:
     """The model's vision-language arch, or a ValueError saying it reads no images."""
     arch = model.spec.arch
     if not reads_images(arch) or getattr(model, "vision", None) is None:
-        raise ValueError(f"{model.spec.name} has no vision encoder: it cannot read images "
+        raise UsageError(f"{model.spec.name} has no vision encoder: it cannot read images "
                          "(use a vision-language model such as pixtral-12b)")
     return arch
 
@@ -103,7 +104,7 @@ def generate_with_images(model: Any, prompts: str | Sequence[str], images: Seque
     rows = [prompts] if single else list(prompts)
     per_prompt = [list(images)] if single else [list(i) for i in images]
     if len(per_prompt) != len(rows):
-        raise ValueError(f"{len(rows)} prompts but {len(per_prompt)} image lists: give one list per prompt")
+        raise UsageError(f"{len(rows)} prompts but {len(per_prompt)} image lists: give one list per prompt")
     if any(per_prompt):
         require_vision(model)
     encoded = [encode_prompt(model, p, imgs) for p, imgs in zip(rows, per_prompt)]
@@ -132,7 +133,7 @@ def chat(model: Any, messages: Sequence[Mapping[str, Any]] | Sequence[Sequence[M
 
     tok = model._need_tokenizer()
     if not isinstance(tok, TekkenTokenizer):
-        raise ValueError(f"{model.spec.name}: chat needs a Tekken tokenizer (Pixtral's chat format), "
+        raise UsageError(f"{model.spec.name}: chat needs a Tekken tokenizer (Pixtral's chat format), "
                          f"got {type(tok).__name__}")
     single = _is_conversation(messages)
     convs = [messages] if single else list(messages)

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..errors import ZooError
 from ..mask import AttentionLayout, block_diagonal_mask
 
 
@@ -107,5 +108,5 @@ def bind(model: Any, backend: Backend) -> Kernels:
     return kernels
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(ZooError, RuntimeError):
     """The requested backend cannot run on this machine; the message says why."""

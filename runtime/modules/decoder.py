@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends.base import Backend, bind
+from ..errors import UsageError
 from ..kv_cache import KVCache
 from ..mask import AttentionLayout
 from .attention import Attention, AttentionConfig
@@ -133,7 +134,7 @@ class CausalLM(nn.Module):
             key_valid = mask if mask is not None and not bool(mask.all()) else None
             return AttentionLayout(0, t, t, key_valid, segment_ids), positions
         if segment_ids is not None:
-            raise ValueError("packed sequences (segment_ids) are for cache-free forwards")
+            raise UsageError("packed sequences (segment_ids) are for cache-free forwards")
         if cache.static:
             return self._static_layout(tokens, attention_mask, positions, cache)
         start = cache.length
@@ -160,7 +161,7 @@ class CausalLM(nn.Module):
         dev = cache.pos.device
         slots = cache.pos + torch.arange(t, device=dev)
         if cache.length + t > cache.max_len:
-            raise ValueError(f"KV cache overflow: {cache.length + t} positions needed, {cache.max_len} allocated")
+            raise UsageError(f"KV cache overflow: {cache.length + t} positions needed, {cache.max_len} allocated")
         mask = (attention_mask.to(device=dev, dtype=torch.bool) if attention_mask is not None
                 else torch.ones(b, t, dtype=torch.bool, device=dev))
         cache.key_valid.index_copy_(1, slots, mask)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..backends.base import Backend
+from ..errors import ZooError
 from .attention import Attention
 from .build import Build
 from .decoder import BlockConfig
@@ -36,7 +37,7 @@ class VisionEncoderConfig:
     patch_bias: bool = False
 
 
-class VisionInputError(ValueError):
+class VisionInputError(ZooError, ValueError):
     """Images the vision encoder cannot read: wrong shape, a side not a multiple of the patch
     size, or larger than the model's grid."""
 

@@ -6,8 +6,10 @@ type without import cycles, and so callers can catch tokenizer problems specific
 
 from __future__ import annotations
 
+from ..errors import ZooError
 
-class TokenizerError(ValueError):
+
+class TokenizerError(ZooError, ValueError):
     """A tokenizer file is missing, corrupt, or uses a feature this runtime cannot reproduce.
 
     Subclasses ``ValueError`` so generic "bad input" handlers still catch it.

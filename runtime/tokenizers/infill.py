@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import UsageError
 from .errors import TokenizerError
 from .sentencepiece import SentencePieceTokenizer
 
@@ -65,7 +66,7 @@ def build_infill_prompt(
     """
     mode = mode.lower()  # type: ignore[assignment]
     if mode not in ("psm", "spm"):
-        raise ValueError(f"infill mode must be 'psm' or 'spm', got {mode!r}")
+        raise UsageError(f"infill mode must be 'psm' or 'spm', got {mode!r}")
     t = ids if ids is not None else InfillTokens.from_tokenizer(tok)
     bos = [tok.bos_id] if tok.bos_id >= 0 else []
     enc_prefix = tok.encode(prefix, bos=False, eos=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import ZooError
 
-class ImageError(ValueError):
+
+class ImageError(ZooError, ValueError):
     """An image cannot be used as model input. Subclasses ``ValueError``."""
 
 

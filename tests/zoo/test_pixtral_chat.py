@@ -37,7 +37,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from zoo.runtime.tokenizers import TekkenTokenizer
 
     root = tmp_path_factory.mktemp("pixtral")
-    m = tiny("sdpa", f"arch.text.vocab_size={VOCAB}")
+    m = tiny("sdpa", f"arch.text.vocab_size={VOCAB}", "arch.text.max_seq_len=1024")  # prompts of 500 tokens
     m.tokenizer = TekkenTokenizer.from_file(write_tekken(root / "tok" / "tekken.json", trained_ranks(N_MERGES)))
     return m.save(root / "tiny-pixtral")
 
