@@ -16,7 +16,14 @@ import torch
 from ..runtime.backends import Backend, BackendUnavailable
 from .errors import Location, Problem, SpecError, UnknownModelError, ZooError
 from .ir import Node, build_ir
-from .passes import Accounting, BackendChoice, account, check_ir, choose_backend, select_kernels
+from .passes import (
+    Accounting,
+    BackendChoice,
+    account,
+    check_ir,
+    choose_backend,
+    select_kernels,
+)
 from .schema import ModelSpec
 
 

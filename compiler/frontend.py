@@ -22,7 +22,14 @@ from pydantic import ValidationError
 from .errors import Location, Problem, SpecError, close_matches
 from .pydantic_errors import problems_from_validation
 from .schema import ModelSpec
-from .yaml_source import KeyPath, Origins, load_yaml_file, load_yaml_text, locate, parse_scalar
+from .yaml_source import (
+    KeyPath,
+    Origins,
+    load_yaml_file,
+    load_yaml_text,
+    locate,
+    parse_scalar,
+)
 
 OVERRIDE = "<override>"
 _NOT_INHERITED = ("abstract", "name")

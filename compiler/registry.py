@@ -47,10 +47,11 @@ _SEALED = False  # set once a schema was built: a later registration rebuilds ev
 
 
 class Strict(BaseModel):
-    """A spec record: unknown keys are errors, values are frozen. Schemas are built on first
-    use (`defer_build`), when every built-in kind has registered."""
+    """A spec record: unknown keys are errors, values are frozen, types strict (no boolean for
+    a number, no string for an int) and floats finite. Schemas are built on first use
+    (`defer_build`), when every built-in kind has registered."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, strict=True, allow_inf_nan=False)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kw: Any) -> None:

@@ -12,14 +12,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt
+from annotated_types import Gt
+from pydantic import Field, model_validator
 
 from . import registry
 from .fingerprint import fingerprint_of
-from .kinds import (LAYER_RANGE_PATTERN, Attention, Block, Decoder, DenseFFN, GeGLU, GeluMLP, LayerNorm,
-                    LayerOverride, LinearScaling, MLPAdapter, MoE, MultiTokenHead, NextTokenHead, RMSNorm, Rope,
-                    Rope2D, Router, SwiGLU, VisionEncoder, VisionLanguage, parse_layer_range)
+from .kinds import (
+    LAYER_RANGE_PATTERN,
+    Attention,
+    Block,
+    Decoder,
+    DenseFFN,
+    GeGLU,
+    GeluMLP,
+    LayerNorm,
+    LayerOverride,
+    LinearScaling,
+    MLPAdapter,
+    MoE,
+    MultiTokenHead,
+    NextTokenHead,
+    RMSNorm,
+    Rope,
+    Rope2D,
+    Router,
+    SwiGLU,
+    VisionEncoder,
+    VisionLanguage,
+    parse_layer_range,
+)
 from .registry import FieldError, Kind, Slot, Strict
+from .values import TokenId
 
 SCHEMA_VERSION = 1
 
@@ -34,19 +57,19 @@ __all__ = ["SCHEMA_VERSION", "Attention", "Block", "Decoder", "DenseFFN", "Field
 class InfillSpec(Strict):
     """Code Llama fill-in-the-middle token ids."""
 
-    prefix_id: int
-    suffix_id: int
-    middle_id: int
-    eot_id: int
+    prefix_id: TokenId
+    suffix_id: TokenId
+    middle_id: TokenId
+    eot_id: TokenId
 
 
 class TokenizerSpec(Strict):
     kind: Literal["sentencepiece", "bpe", "tekken"] = "sentencepiece"
     repo: str | None = Field(None, description="Hub repo holding the tokenizer, when not the weights' repo")
     file: str = "tokenizer.model"
-    bos_id: int | None = 1
-    eos_id: int | None = 2
-    pad_id: int | None = None
+    bos_id: TokenId | None = 1
+    eos_id: TokenId | None = 2
+    pad_id: TokenId | None = None
     infill: InfillSpec | None = None
 
 
@@ -60,7 +83,7 @@ class WeightsSpec(Strict):
 class Published(Strict):
     """Facts about the released model, checked by the tests against what the IR computes."""
 
-    params: PositiveInt | None = None
+    params: Annotated[int, Gt(0)] | None = None
     paper: str | None = None
 
 
@@ -76,6 +99,21 @@ class ModelSpec(Strict):
     tokenizer: TokenizerSpec | None = None
     weights: WeightsSpec | None = None
     published: Published | None = None
+
+    @model_validator(mode="after")
+    def _ids_in_vocabulary(self) -> "ModelSpec":
+        """Every token id the tokenizer section names is an id of the model's vocabulary."""
+        tok = self.tokenizer
+        if tok is None:
+            return self
+        vocab = self.arch.language_model().vocab_size  # type: ignore[attr-defined]
+        ids = [((k,), getattr(tok, k)) for k in ("bos_id", "eos_id", "pad_id")]
+        if tok.infill is not None:
+            ids += [(("infill", k), getattr(tok.infill, k)) for k in ("prefix_id", "suffix_id", "middle_id", "eot_id")]
+        for at, v in ids:
+            if v is not None and v >= vocab:
+                raise FieldError(("tokenizer", *at), f"{v} is not below the vocab_size ({vocab})")
+        return self
 
     def fingerprint(self) -> str:
         """A content hash: equal architectures and metadata give equal hashes."""

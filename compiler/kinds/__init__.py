@@ -1,8 +1,19 @@
 """The built-in component kinds, one class each, registered on import (members before the
 kinds that contain them). A user's kind registers the same way: see docs/extending.md."""
 
-from . import ops, position, norm, attention, ffn, moe, heads, block, decoder, vision, vision_language  # noqa: F401
-
+from . import (  # noqa: F401
+           attention,
+           block,
+           decoder,
+           ffn,
+           heads,
+           moe,
+           norm,
+           ops,
+           position,
+           vision,
+           vision_language,
+)
 from .attention import Attention
 from .block import Block
 from .decoder import LAYER_RANGE_PATTERN, Decoder, LayerOverride, parse_layer_range

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ...runtime.modules.attention import AttentionConfig
 from ..errors import Problem
 from ..ir import Dim, Node, Scope, join
-from ..registry import Cost, FieldError, Kind, KernelRow, Slot, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Slot, register
+from ..values import MAX_CONTEXT, MAX_HEADS, Size
 from .norm import RMSNorm
 from .ops import linear_node
 from .position import Rope
@@ -42,12 +43,12 @@ class Attention(Kind):
     slots = ("attention",)
     part = "attention"
     kind: Literal["attention"] = "attention"
-    n_heads: PositiveInt
-    n_kv_heads: PositiveInt | None = Field(None, description="defaults to n_heads (MHA)")
-    head_dim: PositiveInt | None = Field(None, description="defaults to dim / n_heads")
+    n_heads: Size(MAX_HEADS)
+    n_kv_heads: Size(MAX_HEADS) | None = Field(None, description="defaults to n_heads (MHA)")
+    head_dim: Size(MAX_HEADS) | None = Field(None, description="defaults to dim / n_heads")
     qkv_bias: bool = False
     o_bias: bool = False
-    sliding_window: PositiveInt | None = Field(None, description="keys within this many positions, self included")
+    sliding_window: Size(MAX_CONTEXT) | None = Field(None, description="keys within this many positions, self included")
     rope: Annotated[Kind | None, Slot("position", default="rope")] = Field(default_factory=Rope)
     qk_norm: Annotated[Kind | None, Slot("qk-norm", default="per-head")] = Field(
         None, description="normalize queries and keys before RoPE (Qwen3: {kind: per-head, norm: {kind: rmsnorm}})")

@@ -7,11 +7,12 @@ import re
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ...runtime.modules.decoder import DecoderConfig
 from ..ir import Dim, Node, Scope, join
-from ..registry import Cost, FieldError, Kind, KernelRow, Slot, Strict, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Slot, Strict, register
+from ..values import MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB, Size, Width
 from .block import Block
 from .heads import NextTokenHead
 from .norm import RMSNorm
@@ -49,10 +50,10 @@ class Decoder(Kind):
 
     slots = ("arch",)
     kind: Literal["decoder"] = "decoder"
-    dim: PositiveInt
-    n_layers: PositiveInt
-    vocab_size: PositiveInt
-    max_seq_len: PositiveInt = 2048
+    dim: Width
+    n_layers: Size(MAX_LAYERS)
+    vocab_size: Size(MAX_VOCAB)
+    max_seq_len: Size(MAX_CONTEXT) = 2048
     attention: Annotated[Kind, Slot("attention", default="attention")]
     ffn: Annotated[Kind, Slot("ffn")]
     norm: Annotated[Kind, Slot("norm")] = Field(default_factory=RMSNorm)
@@ -84,6 +85,11 @@ class Decoder(Kind):
         attentions += [(("layers", k, "attention"), ov.attention) for k, ov in self.layers.items() if ov.attention]
         for at, attn in attentions:
             why = attn.width_problem(self.dim)  # type: ignore[attr-defined]
+            if why:
+                raise FieldError(at, why)
+        ffns = [(("ffn",), self.ffn)] + [(("layers", k, "ffn"), ov.ffn) for k, ov in self.layers.items() if ov.ffn]
+        for at, ffn in ffns:
+            why = ffn.size_problem(self.dim)  # type: ignore[attr-defined]
             if why:
                 raise FieldError(at, why)
         return self

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ...runtime.modules.build import Build
 from ...runtime.modules.ffn import MLP, GatedFFN
+from .. import registry
 from ..errors import Problem
 from ..ir import Dim, Node, Scope, join
-from .. import registry
-from ..registry import Kind, KernelRow, register
+from ..registry import KernelRow, Kind, register
+from ..values import MAX_WIDTH, Number, Width
 from .ops import linear_node
 
 
@@ -23,9 +24,9 @@ class DenseFFN(Kind):
     part = "ffn"
     gated: ClassVar[bool]
     activations: ClassVar[tuple[str, ...]]  # the runtime activations this kind can compute
-    hidden_dim: PositiveInt | None = Field(None, description="explicit size; else the LLaMA rule")
-    multiple_of: PositiveInt | None = Field(None, description="LLaMA rule: round up to a multiple of this")
-    dim_multiplier: PositiveFloat | None = Field(None, description="LLaMA rule: ffn_dim_multiplier")
+    hidden_dim: Width | None = Field(None, description="explicit size; else the LLaMA rule")
+    multiple_of: Width | None = Field(None, description="LLaMA rule: round up to a multiple of this")
+    dim_multiplier: Number(gt=0, le=100) | None = Field(None, description="LLaMA rule: ffn_dim_multiplier")
     bias: bool = False
 
     @model_validator(mode="after")
@@ -40,16 +41,30 @@ class DenseFFN(Kind):
         where the kind has one, else its one activation."""
         return getattr(self, "activation", self.activations[0])
 
-    def sized(self, dim: int) -> "DenseFFN":
-        """Fill hidden_dim by the LLaMA rule h = int(2*4*dim/3), h = int(m*h), round up."""
-        if self.hidden_dim is not None:
-            return self
+    def _rule(self, dim: int) -> int:
+        """The LLaMA rule: h = int(2*4*dim/3), h = int(m*h), rounded up to a multiple."""
         assert self.multiple_of is not None
         h = int(2 * 4 * dim / 3)
         if self.dim_multiplier is not None:
             h = int(self.dim_multiplier * h)
-        h = self.multiple_of * ((h + self.multiple_of - 1) // self.multiple_of)
-        return self.model_copy(update={"hidden_dim": h})
+        return self.multiple_of * ((h + self.multiple_of - 1) // self.multiple_of)
+
+    def size_problem(self, dim: int) -> str | None:
+        """Why the LLaMA rule gives no usable size in a stream `dim` wide (None: it does)."""
+        if self.hidden_dim is not None:
+            return None
+        h = self._rule(dim)
+        if h < 1:
+            return f"the LLaMA rule gives {h} hidden units (dim {dim}, dim_multiplier {self.dim_multiplier})"
+        if h > MAX_WIDTH:
+            return f"the LLaMA rule gives {h:,} hidden units, more than {MAX_WIDTH:,}"
+        return None
+
+    def sized(self, dim: int) -> "DenseFFN":
+        """hidden_dim filled by the LLaMA rule (when not given)."""
+        if self.hidden_dim is not None:
+            return self
+        return self.model_copy(update={"hidden_dim": self._rule(dim)})
 
     def describe(self) -> str:
         act = f" ({self.act})" if hasattr(self, "activation") else ""

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from ...runtime.modules.decoder import CausalLM
 from ...runtime.modules.multi_token import MultiTokenLM
 from ..registry import Kind, register
+from ..values import Size
 
 
 @register
@@ -38,7 +39,7 @@ class MultiTokenHead(Kind):
 
     slots = ("heads",)
     kind: Literal["multi_token"] = "multi_token"
-    n_future: PositiveInt = Field(description="number of heads (tokens predicted per position)")
+    n_future: Size(64) = Field(description="number of heads (tokens predicted per position)")
 
     @property
     def head_blocks(self) -> int:

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ...runtime.modules.build import Build
 from ...runtime.modules.moe import MoE as MoEModule
 from ...runtime.modules.moe import MoEConfig
 from ..ir import Dim, Node, Param, Scope, join
-from ..registry import Cost, FieldError, Kind, KernelRow, Slot, Strict, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Slot, Strict, register
+from ..values import MAX_EXPERTS, Number, Size
 from .ops import linear_node
 
 
 class Router(Strict):
     """How a token picks its experts: softmax over the router's logits (float32), the top_k kept."""
 
-    aux_loss_coef: float = Field(0.01, ge=0.0, description="weight of the Switch load-balancing loss in loss()")
+    aux_loss_coef: Number(ge=0, le=100) = Field(0.01, description="weight of the Switch load-balancing loss in loss()")
     normalize_top_k: bool = Field(True, description="renormalize the kept probabilities to sum to 1 (Mixtral)")
 
 
@@ -30,8 +31,8 @@ class MoE(Kind):
     slots = ("ffn",)
     part = "ffn"
     kind: Literal["moe"] = "moe"
-    n_experts: PositiveInt
-    top_k: PositiveInt = 2
+    n_experts: Size(MAX_EXPERTS)
+    top_k: Size(MAX_EXPERTS) = 2
     expert: Annotated[Kind, Slot("expert")] = Field(description="the shape of every expert (an ffn without biases)")
     router: Router = Field(default_factory=Router)
 
@@ -51,6 +52,9 @@ class MoE(Kind):
     @property
     def bias(self) -> bool:
         return False
+
+    def size_problem(self, dim: int) -> str | None:
+        return self.expert.size_problem(dim)  # type: ignore[attr-defined]
 
     def sized(self, dim: int) -> "MoE":
         return self.model_copy(update={"expert": self.expert.sized(dim)})  # type: ignore[attr-defined]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import PositiveFloat
-
 from ...runtime.modules.build import Build
 from ...runtime.modules.norm import LayerNorm as LayerNormModule
-from ...runtime.modules.norm import NonParametricLayerNorm as NonParametricLayerNormModule
+from ...runtime.modules.norm import (
+    NonParametricLayerNorm as NonParametricLayerNormModule,
+)
 from ...runtime.modules.norm import RMSNorm as RMSNormModule
 from ..ir import Node, Param, Scope
-from ..registry import Kind, KernelRow, register
+from ..registry import KernelRow, Kind, register
+from ..values import Eps
 
 
 class _Norm(Kind):
@@ -33,7 +34,7 @@ class RMSNorm(_Norm):
 
     slots = ("norm",)
     kind: Literal["rmsnorm"] = "rmsnorm"
-    eps: PositiveFloat = 1e-5
+    eps: Eps = 1e-5
 
     def kernels(self, node: Node, backend: Any) -> list[KernelRow]:
         return [KernelRow(node.path, self.kind_name, "float32 rsqrt(mean(x^2)+eps), cast back",
@@ -49,7 +50,7 @@ class LayerNorm(_Norm):
 
     slots = ("norm",)
     kind: Literal["layernorm"] = "layernorm"
-    eps: PositiveFloat = 1e-5
+    eps: Eps = 1e-5
     bias: bool = True
 
     def params(self, ctx: Scope) -> list[Param]:
@@ -69,7 +70,7 @@ class NonParametricLayerNorm(_Norm):
 
     slots = ("norm",)
     kind: Literal["nonparametric-layernorm"] = "nonparametric-layernorm"
-    eps: PositiveFloat = 1e-5
+    eps: Eps = 1e-5
 
     def params(self, ctx: Scope) -> list[Param]:
         return []

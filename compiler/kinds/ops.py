@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ..ir import Dim, Node, Param
-from ..registry import Cost, Kind, KernelRow, register
+from ..registry import Cost, KernelRow, Kind, register
 
 
 @register

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import PositiveFloat
-
 from ...runtime.modules.rope import RopeConfig
 from .. import registry
-from ..registry import Kind, KernelRow, Slot, register
+from ..registry import KernelRow, Kind, Slot, register
+from ..values import Number
 
 
 @register
@@ -18,7 +17,7 @@ class LinearScaling(Kind):
 
     slots = ("rope-scaling",)
     kind: Literal["linear"] = "linear"
-    factor: PositiveFloat
+    factor: Number(gt=0, le=1e6)
 
     def describe(self) -> str:
         return f"linear scaling x{self.factor:g}"
@@ -44,7 +43,7 @@ class Rope(Kind):
     slots = ("position",)
     axes: ClassVar[int] = 1
     kind: Literal["rope"] = "rope"
-    theta: PositiveFloat = 10000.0
+    theta: Number(gt=0, le=1e15) = 10000.0
     scaling: Annotated[Kind | None, Slot("rope-scaling", default="linear")] = None
 
     def describe(self) -> str:
@@ -91,7 +90,7 @@ class Rope2D(Kind):
     slots = ("position",)
     axes: ClassVar[int] = 2
     kind: Literal["rope-2d"] = "rope-2d"
-    theta: PositiveFloat = 10000.0
+    theta: Number(gt=0, le=1e15) = 10000.0
 
     def describe(self) -> str:
         return f"2-D RoPE theta {self.theta:g}"

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 from ...runtime.modules.multimodal import AdapterConfig
 from ...runtime.modules.vision import VisionEncoderConfig
 from ..ir import Dim, Node, Param, Scope, join
-from ..registry import Cost, FieldError, Kind, KernelRow, Slot, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Slot, register
+from ..values import MAX_LAYERS, Size, Width
 from .attention import Attention
 from .block import Block
 from .norm import RMSNorm
@@ -26,11 +27,11 @@ class VisionEncoder(Kind):
     slots = ("vision",)
     part = "vision"
     kind: Literal["vision-encoder"] = "vision-encoder"
-    dim: PositiveInt
-    n_layers: PositiveInt
-    image_size: PositiveInt = Field(description="largest image side in pixels: the RoPE grid is image_size/patch_size")
-    patch_size: PositiveInt = 16
-    channels: PositiveInt = 3
+    dim: Width
+    n_layers: Size(MAX_LAYERS)
+    image_size: Size(1 << 16) = Field(description="largest image side in pixels: the RoPE grid is image_size/patch_size")
+    patch_size: Size(1024) = 16
+    channels: Size(64) = 3
     patch_bias: bool = False
     attention: Attention = Field(description="bidirectional within each image; rope is a 2-D position kind")
     ffn: Annotated[Kind, Slot("ffn")]
@@ -64,6 +65,9 @@ class VisionEncoder(Kind):
         if a.head_dim is None and self.dim % a.n_heads:
             raise FieldError(("attention",), f"dim ({self.dim}) is not divisible by n_heads ({a.n_heads}); "
                                              "give head_dim")
+        why = self.ffn.size_problem(self.dim)  # type: ignore[attr-defined]
+        if why:
+            raise FieldError(("ffn",), why)
         if self.head_dim % 4:
             raise FieldError(("attention", "head_dim"), f"2-D RoPE needs head_dim divisible by 4, got {self.head_dim}")
         return self
@@ -122,7 +126,7 @@ class MLPAdapter(Kind):
     slots = ("adapter",)
     part = "adapter"
     kind: Literal["mlp"] = "mlp"
-    hidden_dim: PositiveInt | None = Field(None, description="defaults to the text model's dim")
+    hidden_dim: Width | None = Field(None, description="defaults to the text model's dim")
     activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"
     bias: bool = True
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, model_validator
+from pydantic import Field, model_validator
 
 from ...runtime.modules.multimodal import VisionLanguageConfig, VisionLanguageLM
 from ..ir import Dim, Node
 from ..registry import FieldError, Kind, Slot, register
+from ..values import TokenId
 from .decoder import Decoder
 from .vision import MLPAdapter
 
@@ -24,9 +25,9 @@ class VisionLanguage(Kind):
     vision: Annotated[Kind, Slot("vision")]
     adapter: Annotated[Kind, Slot("adapter", default="mlp")] = Field(default_factory=MLPAdapter)
     text: Decoder
-    image_token_id: NonNegativeInt = Field(description="[IMG]: replaced by one patch feature each")
-    image_break_id: NonNegativeInt | None = Field(None, description="[IMG_BREAK]: ends each row of patches")
-    image_end_id: NonNegativeInt | None = Field(None, description="[IMG_END]: ends an image")
+    image_token_id: TokenId = Field(description="[IMG]: replaced by one patch feature each")
+    image_break_id: TokenId | None = Field(None, description="[IMG_BREAK]: ends each row of patches")
+    image_end_id: TokenId | None = Field(None, description="[IMG_END]: ends an image")
 
     @model_validator(mode="after")
     def _check(self) -> "VisionLanguage":

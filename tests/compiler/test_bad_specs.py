@@ -68,7 +68,7 @@ BAD_SPECS: dict[str, list[str]] = {
     "type_dim_negative.yaml": ["type_dim_negative.yaml:4", "arch.dim: input should be greater than 0, got -64"],
     "type_zero_heads.yaml": ["type_zero_heads.yaml:3", "arch.attention.n_heads: input should be greater than 0",
                              "got 0", "div: division of 4096 by zero"],
-    "type_float_layers.yaml": ["type_float_layers.yaml:3", "arch.n_layers: input should be a valid integer",
+    "type_float_layers.yaml": ["type_float_layers.yaml:3", "arch.n_layers: expected an integer",
                                "fractional part", "got 2.5"],
     "type_bool_string.yaml": ["type_bool_string.yaml:3", "arch.tie_embeddings: input should be a valid boolean",
                               "got 'sometimes'"],
