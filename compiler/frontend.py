@@ -20,9 +20,11 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from .errors import Location, Problem, SpecError, close_matches
+from .paths import escape_reason
 from .pydantic_errors import problems_from_validation
 from .schema import ModelSpec
 from .yaml_source import (
+    MAX_DEPTH,
     KeyPath,
     Origins,
     load_yaml_file,
@@ -123,11 +125,15 @@ class SpecResolver:
         return self._by_stem
 
     def find(self, ref: str, base: Path | None = None) -> Path | None:
+        """The file `ref` names (None if there is none); ValueError when `ref` is a path that
+        leaves the including file's folder (absolute, `..`, a symlink out)."""
         ref = str(ref)
         if ref.endswith((".yaml", ".yml")) or ref.startswith((".", "/")):
-            p = Path(ref)
-            if not p.is_absolute() and base is not None:
-                p = base.parent / p
+            folder = base.parent if base is not None else Path.cwd()
+            why = escape_reason(folder, ref)
+            if why:
+                raise ValueError(f"{why}: `extends` names a catalog spec, or a file beside this one")
+            p = folder / ref
             return p if p.is_file() else None
         for root in self.roots:
             p = root / f"{ref}.yaml"
@@ -193,6 +199,23 @@ def _get(data: Any, path: KeyPath) -> Any:
     return data
 
 
+def _extended(resolver: SpecResolver, ref: str, base: Path | None, key: str, loc: Location | None, source: str,
+              seen: tuple[str, ...]) -> Path:
+    """The file an `extends:` names, or a SpecError: not found (with suggestions), outside the
+    including file's folder, or a cycle."""
+    try:
+        path = resolver.find(ref, base)
+    except ValueError as e:
+        raise SpecError(Problem(key, str(e), loc), source=source) from None
+    if path is None:
+        raise SpecError(Problem(key, f"no spec named {ref!r}", loc,
+                                suggestions=close_matches(Path(ref).name, resolver.index())), source=source)
+    if str(path.resolve()) in seen:
+        cycle = " -> ".join(Path(f).name for f in (*seen, str(path.resolve())))
+        raise SpecError(Problem(key, f"extends cycle: {cycle}", loc), source=seen[0] if seen else source)
+    return path
+
+
 def load_raw(path: Path, resolver: SpecResolver, _seen: tuple[str, ...] = ()) -> RawSpec:
     """Read one spec file and everything it extends, merged, with origins."""
     path = Path(path)
@@ -220,14 +243,7 @@ def _resolve_extends(data: Any, origins: Origins, source: str, resolver: SpecRes
         return _expand_components(RawSpec(data, origins, source, [source]), resolver, seen, base)
     if not isinstance(parent_ref, str):
         raise SpecError(Problem("extends", "must be a spec name or path", ext_loc, expected="a string"), source=source)
-    parent_path = resolver.find(parent_ref, base)
-    if parent_path is None:
-        raise SpecError(Problem("extends", f"no spec named {parent_ref!r}", ext_loc,
-                                suggestions=close_matches(Path(parent_ref).name, resolver.index())), source=source)
-    if str(parent_path.resolve()) in seen:
-        cycle = " -> ".join(Path(f).name for f in (*seen, str(parent_path.resolve())))
-        raise SpecError(Problem("extends", f"extends cycle: {cycle}", ext_loc), source=seen[0])
-    parent = load_raw(parent_path, resolver, seen)
+    parent = load_raw(_extended(resolver, parent_ref, base, "extends", ext_loc, source, seen), resolver, seen)
     for k in _NOT_INHERITED:
         parent.data.pop(k, None)
         parent.origins.pop((k,), None)
@@ -253,14 +269,8 @@ def _expand_components(raw: RawSpec, resolver: SpecResolver, seen: tuple[str, ..
         if not isinstance(ref, str):
             raise SpecError(Problem(".".join(at + ("extends",)), "must be a spec name or path", loc,
                                     expected="a string"), source=raw.source)
-        path = resolver.find(ref, base)
-        if path is None:
-            raise SpecError(Problem(".".join(at + ("extends",)), f"no spec named {ref!r}", loc,
-                                    suggestions=close_matches(Path(ref).name, resolver.index())), source=raw.source)
-        if str(path.resolve()) in seen:
-            cycle = " -> ".join(Path(f).name for f in (*seen, str(path.resolve())))
-            raise SpecError(Problem(".".join(at + ("extends",)), f"extends cycle: {cycle}", loc), source=raw.source)
-        other = load_raw(path, resolver, seen)
+        other = load_raw(_extended(resolver, ref, base, ".".join(at + ("extends",)), loc, raw.source, seen), resolver,
+                         seen)
         base_arch = other.data.get("arch")
         if not isinstance(base_arch, dict):
             raise SpecError(Problem(".".join(at + ("extends",)), f"spec {ref!r} has no arch to start from", loc),
@@ -275,10 +285,28 @@ def _expand_components(raw: RawSpec, resolver: SpecResolver, seen: tuple[str, ..
     return raw
 
 
+MAX_OVERRIDES = 1000
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
 def apply_overrides(raw: RawSpec, overrides: Iterable[str]) -> RawSpec:
     """Dotted overrides `arch.n_layers=2` (values read as YAML), applied after `extends`."""
     data, origins = copy.deepcopy(raw.data), dict(raw.origins)
+    overrides = list(overrides)
+    if len(overrides) > MAX_OVERRIDES:
+        raise SpecError(Problem("", f"{len(overrides):,} overrides; at most {MAX_OVERRIDES:,}", Location(OVERRIDE)),
+                        source=raw.source)
     for item in overrides:
+        if not isinstance(item, str):
+            raise SpecError(Problem("", f"an override is a KEY.PATH=VALUE string, got {type(item).__name__}",
+                                    Location(OVERRIDE)), source=raw.source)
         if "=" not in item:
             raise SpecError(Problem(item, "an override is KEY.PATH=VALUE (no '=' found)", Location(OVERRIDE)),
                             source=raw.source)
@@ -299,6 +327,9 @@ def apply_overrides(raw: RawSpec, overrides: Iterable[str]) -> RawSpec:
                                         expected="a mapping"), source=raw.source)
             node = nxt
         value = parse_scalar(text)
+        if len(path) + _depth(value) > MAX_DEPTH:
+            raise SpecError(Problem(".".join(path[:3]) + ".…", f"nested more than {MAX_DEPTH} levels deep",
+                                    Location(OVERRIDE)), source=raw.source)
         old = node.get(path[-1])
         node[path[-1]] = _deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
         if _replaces(old, value):

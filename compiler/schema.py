@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from annotated_types import Gt
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from . import registry
 from .fingerprint import fingerprint_of
@@ -41,6 +41,7 @@ from .kinds import (
     VisionLanguage,
     parse_layer_range,
 )
+from .paths import name_problem
 from .registry import FieldError, Kind, Slot, Strict
 from .values import TokenId
 
@@ -71,6 +72,15 @@ class TokenizerSpec(Strict):
     eos_id: TokenId | None = 2
     pad_id: TokenId | None = None
     infill: InfillSpec | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, file: str) -> str:
+        """The tokenizer file is a name inside the checkpoint folder: never absolute or `..`."""
+        why = name_problem(file)
+        if why:
+            raise ValueError(why)
+        return file
 
 
 class WeightsSpec(Strict):

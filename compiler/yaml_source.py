@@ -37,6 +37,8 @@ _SCALARS = (str, int, float, bool, type(None))
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 # Aliases share nodes, so a tiny file can expand to billions of nodes ("billion laughs").
 _MAX_NODES = 10_000  # a real spec has a few hundred
+MAX_DEPTH = 32  # nested mappings and lists (a real spec: 5)
+MAX_BYTES = 1 << 20  # a spec file (a real one: a few KB)
 
 
 class _Walk:
@@ -57,6 +59,8 @@ def _convert(node: yaml.Node, path: KeyPath, walk: _Walk) -> Any:
     walk.count += 1
     if walk.count > _MAX_NODES:
         raise walk.fail(path, f"the document expands to more than {_MAX_NODES:,} values (aliases?)", node)
+    if len(path) > MAX_DEPTH:
+        raise walk.fail(path[:3] + ("…",), f"nested more than {MAX_DEPTH} levels deep", node)
     if id(node) in walk.active:
         raise walk.fail(path, "an alias refers to a node that contains it (recursive structure)", node)
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _COLLECTION_TAGS:
@@ -102,11 +106,16 @@ def _hint(text: str, problem: str, line: int | None) -> str:
 
 
 def load_yaml_text(text: str, file: str) -> tuple[Any, Origins]:
-    """Parse YAML text; return the data and the origin of every key path."""
-    loader = _Loader(text)
-    walk = _Walk(file, loader)
-    origins = walk.origins
+    """Parse YAML text; return the data and the origin of every key path. Bounded: at most
+    MAX_BYTES of text, _MAX_NODES values (aliases expanded) and MAX_DEPTH levels."""
+    if len(text) > MAX_BYTES:
+        raise SpecError(Problem("", f"{len(text):,} characters; a spec is at most {MAX_BYTES:,}", Location(file)),
+                        source=file)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses control characters here (NUL bytes …)
+        walk = _Walk(file, loader)
+        origins = walk.origins
         node = loader.get_single_node()
         data = {} if node is None else _convert(node, (), walk)
     except yaml.MarkedYAMLError as e:
@@ -122,12 +131,16 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, Origins]:
     except RecursionError:
         raise SpecError(Problem("", "not valid YAML: nested too deeply", Location(file)), source=file) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, origins
 
 
 def load_yaml_file(path: Path) -> tuple[Any, Origins]:
     try:
+        if Path(path).stat().st_size > MAX_BYTES:
+            raise SpecError(f"{Path(path).stat().st_size:,} bytes; a spec file is at most {MAX_BYTES:,}",
+                            source=str(path))
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"no such spec file: {path}", source=str(path)) from None
@@ -136,12 +149,19 @@ def load_yaml_file(path: Path) -> tuple[Any, Origins]:
     return load_yaml_text(text, str(path))
 
 
-def parse_scalar(text: str) -> Any:
-    """A command-line override's value, read as YAML (`2` -> int, `1e-5` -> float, `[1,2]` -> list)."""
+def parse_scalar(text: str, where: str = "<override>") -> Any:
+    """A command-line override's value, read as YAML (`2` -> int, `1e-5` -> float, `[1,2]` -> list)
+    with a spec file's limits (size, values, depth, plain data only); text that is not YAML is
+    the string itself."""
+    if not text.strip():
+        return ""
     try:
-        return yaml.load(text, Loader=_Loader) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
+        value, _ = load_yaml_text(text, where)
+    except SpecError as e:
+        if any("not valid YAML" in p.message for p in e.problems):
+            return text
+        raise
+    return value
 
 
 def locate(origins: Origins, path: KeyPath, source: str) -> Location:

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import catalog
-from .checkpoint import SAFE_LOADER, SPEC_FILE, CheckpointError, hash_files, read_document, verify_files
+from .checkpoint import (
+    SPEC_FILE,
+    CheckpointError,
+    hash_files,
+    load_document,
+    read_document,
+    verify_files,
+)
 from .checkpoint.card import model_card
 from .compiler import compile_ir
 from .compiler.errors import UnknownModelError, ZooError
@@ -52,8 +59,13 @@ def zoo_cache() -> Path:
 def hub_errors(repo_id: str, revision: str | None = None, token: Any = None) -> Iterator[None]:
     """huggingface_hub's exceptions, as one HubError that says what to do."""
     from huggingface_hub import constants
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
@@ -120,6 +132,16 @@ def download(name: str, *, revision: str | None = None, token: str | bool | None
     return folder, spec
 
 
+def snapshot_root(folder: Path) -> Path | None:
+    """The repository folder of huggingface_hub's cache (`models--org--name`) when `folder` is a
+    snapshot of it (or a subfolder of one): its files are links into the repo's `blobs/`."""
+    folder = Path(folder).absolute()
+    for p in (folder, *folder.parents):
+        if p.parent.name == "snapshots" and p.parent.parent.name.startswith(("models--", "datasets--")):
+            return p.parent.parent
+    return None
+
+
 def _marker(folder: Path) -> Path:
     repo_dir = folder.parent.parent  # <cache>/models--org--name/snapshots/<commit>
     return zoo_cache() / "verified" / repo_dir.name / f"{folder.name}.json"
@@ -176,12 +198,12 @@ def verify_snapshot(folder: Path, repo_id: str, force: bool = False) -> None:
 
 
 def _manifest_problems(folder: Path, digests: dict[str, tuple[str, str, int]]) -> list[str]:
-    import yaml
-
     try:
-        files = (yaml.load((folder / SPEC_FILE).read_text(), Loader=SAFE_LOADER) or {}).get("files") or {}
-    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
-        return [f"{SPEC_FILE}: not valid YAML"]
+        files = load_document(folder).get("files") or {}
+    except CheckpointError as e:
+        return [str(e)]
+    if not isinstance(files, dict) or not all(isinstance(m, dict) for m in files.values()):
+        return [f"{SPEC_FILE}: files: expected a mapping of file -> {{size, sha256}}"]
     out = []
     for rel, meta in files.items():
         got = digests.get(rel)

@@ -21,9 +21,10 @@ from . import catalog
 from .checkpoint import CheckpointError, verify_files
 from .checkpoint.tensors import assign, check_loaded, parameter_slots
 from .compiler.frontend import override_spec
+from .compiler.paths import escape_reason
 from .compiler.schema import ModelSpec
 from .formats import open_checkpoint
-from .hub import download
+from .hub import download, snapshot_root
 from .model import as_zoo_model, lower_spec
 from .runtime.tokenizers import BPETokenizer, SentencePieceTokenizer
 from .runtime.tokenizers.tekken import TekkenTokenizer
@@ -55,11 +56,14 @@ def bundled_folder(name: str) -> Path | None:
     return folder if (folder / "zoo.yaml").is_file() else None
 
 
-def load_tokenizer(folder: Path, spec: ModelSpec) -> Any:
+def load_tokenizer(folder: Path, spec: ModelSpec, root: Path | None = None) -> Any:
     """The tokenizer the spec names, from `folder` (None when the spec names none or the file
-    is not there)."""
+    is not there); a name that leads outside the folder (or `root`) is a CheckpointError."""
     if spec.tokenizer is None:
         return None
+    why = escape_reason(folder, spec.tokenizer.file, root)
+    if why:
+        raise CheckpointError(f"{folder}: tokenizer.file {why}")
     path = Path(folder) / spec.tokenizer.file
     cls = TOKENIZERS.get(spec.tokenizer.kind)
     return cls.from_file(path) if cls is not None and path.is_file() else None
@@ -97,7 +101,8 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
     each file's sha256; False skips both. Safetensors headers are always checked against the
     file sizes."""
     folder = Path(folder)
-    ckpt = open_checkpoint(folder, base_spec)
+    root = snapshot_root(folder)
+    ckpt = open_checkpoint(folder, base_spec, root)
     if ckpt.files and verify is not False:
         verify_files(folder, ckpt.files, checksums=bool(verify))
     spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
@@ -110,7 +115,7 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
         raise err
     stream_in(net, plan, ckpt.source, device, dtype, desc=f"loading {folder.name}")
     ckpt.source.close()
-    return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec))
+    return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec, root))
 
 
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,

@@ -17,11 +17,12 @@ from pydantic import ValidationError
 
 from ..compiler.errors import SpecError, ZooError
 from ..compiler.fingerprint import fingerprint_of
+from ..compiler.paths import name_problem
 from ..compiler.pydantic_errors import problems_from_validation
 from ..compiler.schema import SCHEMA_VERSION, ModelSpec
+from ..compiler.yaml_source import MAX_BYTES, load_yaml_text
 
 SPEC_FILE = "zoo.yaml"
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader: same documents, 10x faster
 CANONICAL = "canonical"
 
 
@@ -46,28 +47,53 @@ def spec_document(spec: ModelSpec, layout: str = CANONICAL, files: dict[str, Any
     return doc
 
 
-def read_document(folder: Path) -> Document:
+def load_document(folder: Path) -> dict[str, Any]:
+    """zoo.yaml of `folder` as data, read with a spec file's limits (size, values, depth; plain
+    YAML only: a 2 KB alias bomb is refused, not expanded)."""
     path = Path(folder) / SPEC_FILE
     try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
+        if path.stat().st_size > MAX_BYTES:
+            raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes; a {SPEC_FILE} is at most {MAX_BYTES:,}")
+        doc, _ = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no {SPEC_FILE}; not a zoo checkpoint") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(doc, dict) or "spec" not in doc:
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read it ({e})") from None
+    except SpecError as e:
+        raise CheckpointError(f"{path}: {e.problems[0].message}") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path}: expected a mapping with schema_version, fingerprint, spec")
+    return doc
+
+
+def read_document(folder: Path) -> Document:
+    """zoo.yaml of `folder`, checked: plain bounded YAML (a spec file's limits), this schema
+    version, a fingerprint that matches the spec as written, a valid spec, and a manifest whose
+    every file lies inside the folder."""
+    path = Path(folder) / SPEC_FILE
+    doc = load_document(folder)
+    if "spec" not in doc:
         raise CheckpointError(f"{path}: expected keys schema_version, fingerprint, spec")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise CheckpointError(f"{path}: schema_version {doc.get('schema_version')!r}; this zoo reads {SCHEMA_VERSION}")
+    written = doc.get("fingerprint")
+    if not isinstance(written, str) or not written:
+        raise CheckpointError(f"{path}: no fingerprint (the sha256 of the spec it holds); a {SPEC_FILE} without one "
+                              "cannot be checked for edits")
+    if written != written_fingerprint(doc["spec"]):
+        raise CheckpointError(f"{path}: fingerprint mismatch (file says {written}, the spec in it "
+                              f"hashes to {written_fingerprint(doc['spec'])}): the spec was edited by hand")
     try:
         spec = ModelSpec.model_validate(doc["spec"])
     except ValidationError as e:
         raise SpecError(problems_from_validation(e, doc["spec"], {}, str(path)), source=str(path)) from None
-    if doc.get("fingerprint") and doc["fingerprint"] != written_fingerprint(doc["spec"]):
-        raise CheckpointError(f"{path}: fingerprint mismatch (file says {doc['fingerprint']}, the spec in it "
-                              f"hashes to {written_fingerprint(doc['spec'])}): the spec was edited by hand")
     files = doc.get("files") or {}
-    if not isinstance(files, dict):
+    if not isinstance(files, dict) or not all(isinstance(m, dict) for m in files.values()):
         raise CheckpointError(f"{path}: files: expected a mapping of file -> {{size, sha256}}")
+    for name in files:  # names inside the folder; where links point is open_checkpoint's check
+        why = name_problem(name)
+        if why:
+            raise CheckpointError(f"{path}: files: {why}")
     return Document(spec, str(doc.get("layout") or CANONICAL), files)
 
 

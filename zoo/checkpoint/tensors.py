@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..compiler.paths import escape_reason
 from ..runtime.memory import huge_page_empty
 from .document import CheckpointError
 
@@ -106,16 +107,21 @@ def read_header(path: Path) -> dict[str, Entry]:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
 
 
-def safetensors_files(folder: Path, index_name: str = INDEX_FILE) -> dict[str, Path]:
-    """tensor name → file, from the index when there is one (every shard it names must exist)."""
+def safetensors_files(folder: Path, index_name: str = INDEX_FILE, root: Path | None = None) -> dict[str, Path]:
+    """tensor name → file, from the index when there is one (every shard it names must exist,
+    inside the folder)."""
     folder = Path(folder)
     index = folder / index_name
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
             assert isinstance(weight_map, dict)
-        except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{index}: not a safetensors index ({e})") from None
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError, RecursionError) as e:
+            raise CheckpointError(f"{index}: not a safetensors index ({type(e).__name__}: {str(e)[:200]})") from None
+        for f in set(map(str, weight_map.values())) | {f for f in weight_map.values() if not isinstance(f, str)}:
+            why = escape_reason(folder, f, root)
+            if why:
+                raise CheckpointError(f"{index}: a shard name {why}")
         shards = {f: folder / f for f in set(weight_map.values())}
         missing = sorted(f for f, p in shards.items() if not p.is_file())
         if missing:
@@ -141,9 +147,9 @@ def read_shapes(files: Mapping[str, Path], headers: Mapping[Path, dict[str, Entr
 class SafetensorsSource:
     """The tensors of a safetensors folder (index or glob), read through private memory maps."""
 
-    def __init__(self, folder: Path, index_name: str = INDEX_FILE):
+    def __init__(self, folder: Path, index_name: str = INDEX_FILE, root: Path | None = None):
         self.where = str(folder)
-        self.files = safetensors_files(folder, index_name)
+        self.files = safetensors_files(folder, index_name, root)
         self.headers = {p: read_header(p) for p in set(self.files.values())}
         self._maps: dict[Path, mmap.mmap] = {}
         read_shapes(self.files, self.headers)

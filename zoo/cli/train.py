@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import api
-from ..train import TokenStream, TrainConfig, TrainError, Trainer, checkpoints, read_state, resolve_checkpoint
+from ..train import (
+    TokenStream,
+    TrainConfig,
+    Trainer,
+    TrainError,
+    checkpoints,
+    read_state,
+    resolve_checkpoint,
+)
 
 
 def _streams(data: str, dtype: str, eval_fraction: float, seq_len: int,

@@ -18,12 +18,33 @@ from typing import Any, Iterable, Mapping, Protocol
 
 import torch
 
-from ..checkpoint import CANONICAL, SPEC_FILE, CheckpointError, SafetensorsSource, read_document
+from ..checkpoint import (
+    CANONICAL,
+    SPEC_FILE,
+    CheckpointError,
+    SafetensorsSource,
+    read_document,
+)
+from ..compiler.paths import links_out
 from ..compiler.schema import ModelSpec
 from .hf import MODEL_TYPES, spec_from_hf_config
-from .keymap import Format, Plan, Rule, bind, format_names, get_format, parse_format, plan_for
+from .keymap import (
+    Format,
+    Plan,
+    Rule,
+    bind,
+    format_names,
+    get_format,
+    parse_format,
+    plan_for,
+)
 from .meta import MetaSource, read_params, spec_from_params
-from .mistral import TOKENIZER_FILE, MistralSource, is_mistral_folder, spec_from_mistral_params
+from .mistral import (
+    TOKENIZER_FILE,
+    MistralSource,
+    is_mistral_folder,
+    spec_from_mistral_params,
+)
 from .transforms import FormatError
 
 __all__ = ["Checkpoint", "Format", "FormatError", "Plan", "bind", "canonical_format", "detect", "format_names",
@@ -128,14 +149,19 @@ def _shape_facts(spec: ModelSpec) -> tuple[Any, ...]:
             att.rope, att.qkv_bias, blk.ffn.kind, blk.ffn.hidden_dim, blk.norm.eps)
 
 
-def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpoint:
-    """Recognise `folder` and open its tensors (headers and maps only: nothing is read yet)."""
+def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path | None = None) -> Checkpoint:
+    """Recognise `folder` and open its tensors (headers and maps only: nothing is read yet).
+    No file it reads may lie outside `root` (default: the folder itself; a Hub cache snapshot's
+    files are links into its repo's blobs): a symlink out is refused before anything is read."""
     folder = Path(folder)
     kind = detect(folder)
+    out = links_out(folder, root)
+    if out:
+        raise CheckpointError(f"{folder}: links to files outside the checkpoint: {', '.join(out[:3])}")
     name = folder.resolve().name
     if kind == "zoo":
         doc = read_document(folder)
-        return Checkpoint(folder, kind, doc.spec, doc.layout, SafetensorsSource(folder), folder, doc.files)
+        return Checkpoint(folder, kind, doc.spec, doc.layout, SafetensorsSource(folder, root=root), folder, doc.files)
     if kind == "mistral":
         tok = TOKENIZER_FILE if (folder / TOKENIZER_FILE).is_file() else None
         spec = base_spec or spec_from_mistral_params(read_params(folder), name, tok)
@@ -164,7 +190,7 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None) -> Checkpo
         if _shape_facts(base_spec) != _shape_facts(from_cfg):
             warnings.warn(f"{folder}/config.json disagrees with the spec of {base_spec.name}; using the spec "
                           f"(config.json: {_shape_facts(from_cfg)}, spec: {_shape_facts(base_spec)})", stacklevel=3)
-    return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder), folder)
+    return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder, root=root), folder)
 
 
 def _layout(detected: str, base_spec: ModelSpec | None) -> str:

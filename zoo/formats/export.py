@@ -14,11 +14,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CANONICAL, atomic_folder, manifest, parse_size, save_sharded, write_spec
+from ..checkpoint import (
+    CANONICAL,
+    atomic_folder,
+    manifest,
+    parse_size,
+    save_sharded,
+    write_spec,
+)
 from ..checkpoint.card import model_card
 from ..compiler.schema import ModelSpec
 from . import format_for
-from .hf import ARCHITECTURES, generation_config, hf_format, hf_unsupported, to_hf_config
+from .hf import (
+    ARCHITECTURES,
+    generation_config,
+    hf_format,
+    hf_unsupported,
+    to_hf_config,
+)
 from .keymap import Plan, bind
 from .meta import params_from_spec, write_meta
 from .mistral import mistral_params, write_mistral

@@ -20,8 +20,17 @@ from typing import Any, Mapping
 import torch
 
 from ..checkpoint import CheckpointError
-from ..compiler.schema import (Attention, Decoder, ModelSpec, MultiTokenHead, NextTokenHead, RMSNorm, Rope, SwiGLU,
-                               TokenizerSpec)
+from ..compiler.schema import (
+    Attention,
+    Decoder,
+    ModelSpec,
+    MultiTokenHead,
+    NextTokenHead,
+    RMSNorm,
+    Rope,
+    SwiGLU,
+    TokenizerSpec,
+)
 from .transforms import FormatError
 
 PARAMS_FILE = "params.json"

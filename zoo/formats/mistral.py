@@ -16,8 +16,19 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, SafetensorsSource, read_header
-from ..compiler.schema import (Attention, Decoder, MLPAdapter, ModelSpec, RMSNorm, Rope, Rope2D, SwiGLU, TokenizerSpec,
-                               VisionEncoder, VisionLanguage)
+from ..compiler.schema import (
+    Attention,
+    Decoder,
+    MLPAdapter,
+    ModelSpec,
+    RMSNorm,
+    Rope,
+    Rope2D,
+    SwiGLU,
+    TokenizerSpec,
+    VisionEncoder,
+    VisionLanguage,
+)
 from .transforms import FormatError
 
 PARAMS_FILE = "params.json"

@@ -31,7 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..api import build, load
-from ..checkpoint import SPEC_FILE, CheckpointError, atomic_folder, read_document, verify_files
+from ..checkpoint import (
+    SPEC_FILE,
+    CheckpointError,
+    atomic_folder,
+    read_document,
+    verify_files,
+)
 from ..compiler.errors import ZooError
 from ..compiler.schema import ModelSpec
 from ..model import parse_dtype

@@ -14,7 +14,15 @@ from typing import Any
 
 import torch
 
-from ...compiler.schema import Attention, Decoder, DenseFFN, ModelSpec, RMSNorm, Rope, TokenizerSpec
+from ...compiler.schema import (
+    Attention,
+    Decoder,
+    DenseFFN,
+    ModelSpec,
+    RMSNorm,
+    Rope,
+    TokenizerSpec,
+)
 from ..transforms import FormatError
 from . import mixtral
 

@@ -14,9 +14,27 @@ from typing import Any
 
 import torch
 
-from ...compiler.schema import Attention, MLPAdapter, ModelSpec, RMSNorm, Rope2D, TokenizerSpec, VisionEncoder, VisionLanguage
+from ...compiler.schema import (
+    Attention,
+    MLPAdapter,
+    ModelSpec,
+    RMSNorm,
+    Rope2D,
+    TokenizerSpec,
+    VisionEncoder,
+    VisionLanguage,
+)
 from ..transforms import FormatError
-from .llama import ACTIVATIONS, HF_ACTIVATION, ffn_from_act, gated_act, llama_unsupported, spec_from_llama_config, to_llama_config
+from .llama import (
+    ACTIVATIONS,
+    HF_ACTIVATION,
+    ffn_from_act,
+    gated_act,
+    llama_unsupported,
+    spec_from_llama_config,
+    to_llama_config,
+)
+
 _LLAMA_ONLY = ("mlp_bias", "pretraining_tp", "attention_bias", "architectures")
 #: MistralConfig's and PixtralVisionConfig's defaults, for keys a config.json leaves out.
 MISTRAL_DEFAULTS = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...compiler.schema import DenseFFN, MoE, ModelSpec, Router
+from ...compiler.schema import DenseFFN, ModelSpec, MoE, Router
 
 MOE_KEYS = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_jitter_noise",
             "output_router_logits", "sliding_window")
