@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import catalog
 from .checkpoint import CheckpointError, verify_files
+from .checkpoint.atomic import folder_lock
 from .checkpoint.tensors import assign, check_loaded, parameter_slots
 from .compiler.frontend import override_spec
 from .compiler.paths import escape_reason
@@ -102,9 +103,10 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
     file sizes."""
     folder = Path(folder)
     root = snapshot_root(folder)
-    ckpt = open_checkpoint(folder, base_spec, root)
-    if ckpt.files and verify is not False:
-        verify_files(folder, ckpt.files, checksums=bool(verify))
+    with folder_lock(folder, shared=True):  # a save swapping this folder waits until its files are open
+        ckpt = open_checkpoint(folder, base_spec, root)
+        if ckpt.files and verify is not False:
+            verify_files(folder, ckpt.files, checksums=bool(verify))
     spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
     compiled, net = lower_spec(spec, backend, device)  # on the meta device: nothing allocated
     plan = ckpt.plan(spec, {n: p.sizes for n, p in compiled.ir.parameters()})

@@ -153,6 +153,8 @@ class SafetensorsSource:
         self.headers = {p: read_header(p) for p in set(self.files.values())}
         self._maps: dict[Path, mmap.mmap] = {}
         read_shapes(self.files, self.headers)
+        for p in self.headers:  # mapped now (nothing is read): the files stay these even if the folder is replaced
+            self._map(p)
 
     def shapes(self, shard_dims: Mapping[str, int | None] | None = None) -> dict[str, tuple[int, ...]]:
         return {n: self.headers[p][n].shape for n, p in self.files.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -165,10 +165,21 @@ def save(model: Any, path: str | Path, *, max_shard_size: int | str = 5 * 2**30,
     """
     target = Path(path)
     with atomic_folder(target, overwrite) as tmp:
-        layout = write_checkpoint_files(model, tmp, layout=layout, max_shard_size=parse_size(max_shard_size),
-                                        repo_id=repo_id, progress=progress)
-        write_spec(tmp, model.spec, layout, manifest(tmp))
+        save_into(model, tmp, layout=layout, max_shard_size=max_shard_size, repo_id=repo_id, progress=progress)
     return target.absolute()
+
+
+def save_into(model: Any, folder: Path, *, layout: str | None = None, max_shard_size: int | str = 5 * 2**30,
+              repo_id: str | None = None, progress: bool | None = None,
+              extra: Callable[[Path], None] | None = None) -> None:
+    """A zoo checkpoint's files written into the (new, empty) `folder`: `save` without the
+    atomic swap, for callers that hold their own temporary folder. `extra(folder)` adds files
+    (a trainer's state) before zoo.yaml lists every file."""
+    layout = write_checkpoint_files(model, folder, layout=layout, max_shard_size=parse_size(max_shard_size),
+                                    repo_id=repo_id, progress=progress)
+    if extra is not None:
+        extra(folder)
+    write_spec(folder, model.spec, layout, manifest(folder))
 
 
 EXPORTERS = {"hf": export_hf, "meta": export_meta, "mistral": export_mistral, "zoo": save}

@@ -56,6 +56,8 @@ class MistralSource(SafetensorsSource):
         self.headers = {p: read_header(p) for p in paths}
         self.files = {name: p for p in paths for name in self.headers[p]}
         self._maps = {}
+        for p in paths:  # mapped now: the files stay these even if the folder is replaced
+            self._map(p)
 
 
 def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:

@@ -35,8 +35,10 @@ from ..checkpoint import (
     SPEC_FILE,
     CheckpointError,
     atomic_folder,
+    manifest,
     read_document,
     verify_files,
+    write_spec,
 )
 from ..compiler.errors import ZooError
 from ..compiler.schema import ModelSpec
@@ -117,12 +119,14 @@ def branch(seed: str | Path, n: int, out: str | Path, *, prefix: str = "expert",
     doc = read_document(src)
     if doc.files:
         verify_files(src, doc.files, checksums=False)  # sizes: never copy a damaged seed N times
-    files = _model_files(src)
-    _copy_all(src, files, targets[start:], overwrite, progress)
+    files = [p for p in _model_files(src) if p.name != SPEC_FILE or p.parent != src]
+    _copy_all(src, files, targets[start:], overwrite, progress, doc)
     return targets
 
 
-def _copy_all(src: Path, files: list[Path], targets: list[Path], overwrite: bool, progress: bool | None) -> None:
+def _copy_all(src: Path, files: list[Path], targets: list[Path], overwrite: bool, progress: bool | None,
+              doc: Any) -> None:
+    """Copy `files` into each target, with a zoo.yaml listing exactly what was copied."""
     from tqdm.auto import tqdm
 
     total = sum(p.stat().st_size for p in files) * len(targets)
@@ -138,6 +142,7 @@ def _copy_all(src: Path, files: list[Path], targets: list[Path], overwrite: bool
                             fout.write(block)
                             bar.update(len(block))
                     shutil.copystat(p, dest)
+                write_spec(tmp, doc.spec, doc.layout, manifest(tmp))
 
 
 # ------------------------------------------------------------------------------ specs

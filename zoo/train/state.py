@@ -17,10 +17,8 @@ written under a hidden temporary name and renamed into place: a crash leaves no 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..checkpoint import atomic_folder
 from ..compiler.errors import ZooError
+from ..formats.export import save_into
 
 TRAINER_DIR = "trainer"
 STATE_FILE = "state.json"
@@ -121,13 +121,11 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 # ------------------------------------------------------------------------------ folders
 def write_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      names: dict[int, str], state: dict[str, Any]) -> Path:
-    """Write model + trainer files into a hidden temporary folder, then rename it to `folder`."""
+    """A step folder: the model's zoo checkpoint with the trainer's files in `trainer/`, listed
+    in its zoo.yaml like the rest; written atomically (a step saved again is swapped whole)."""
     folder = Path(folder).absolute()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-{os.getpid()}-", dir=folder.parent))
-    try:
-        staged = scratch / folder.name
-        model.save(staged, progress=False)  # type: ignore[operator]
+
+    def trainer_files(staged: Path) -> None:
         tdir = staged / TRAINER_DIR
         tdir.mkdir()
         tensors, groups = optimizer_to_files(optimizer, names)
@@ -135,12 +133,9 @@ def write_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.opti
         (tdir / "optimizer.json").write_text(json.dumps({"param_groups": groups}, indent=1) + "\n")
         save_file(rng_tensors(), tdir / "rng.safetensors")
         (tdir / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1) + "\n")
-        if folder.exists():  # the same step saved again: swap, then drop the old copy
-            old = scratch / "old"
-            os.rename(folder, old)
-        os.rename(staged, folder)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+    with atomic_folder(folder) as tmp:
+        save_into(model, tmp, progress=False, extra=trainer_files)
     return folder
 
 
