@@ -86,7 +86,7 @@ def detect(folder: Path) -> str:
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         model_type = _read_json(cfg_path).get("model_type")
-        if model_type not in MODEL_TYPES:
+        if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
             raise CheckpointError(f"{cfg_path}: transformers model_type {model_type!r} has no zoo format yet "
                                   f"(known: {', '.join(MODEL_TYPES)})")
         if not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
@@ -102,8 +102,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         out = json.loads(path.read_text())
         assert isinstance(out, dict)
         return out
-    except (OSError, json.JSONDecodeError, AssertionError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a JSON object ({e})") from None
+    except (OSError, ValueError, AssertionError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise CheckpointError(f"{path}: not a JSON object ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 @dataclass
@@ -173,7 +173,7 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
         spec = base_spec
         if spec is None:
             vocab = params.get("vocab_size", -1)
-            if vocab is None or vocab <= 0:
+            if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:  # Llama 2 writes -1
                 shape = source.raw_shape("tok_embeddings.weight")
                 if shape is None:
                     raise CheckpointError(f"{folder}: params.json gives no vocab_size and there is no tok_embeddings")

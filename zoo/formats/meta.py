@@ -31,7 +31,7 @@ from ..compiler.schema import (
     SwiGLU,
     TokenizerSpec,
 )
-from .transforms import FormatError
+from .transforms import READ_ERRORS, FormatError, unreadable
 
 PARAMS_FILE = "params.json"
 _SHARD = re.compile(r"consolidated\.(\d+)\.pth")
@@ -149,8 +149,8 @@ def read_params(folder: Path) -> dict[str, Any]:
         return params
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no {PARAMS_FILE} beside the consolidated.*.pth files") from None
-    except (json.JSONDecodeError, AssertionError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a params.json ({e})") from None
+    except (OSError, ValueError, AssertionError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+        raise CheckpointError(f"{path}: not a params.json ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def spec_from_params(params: dict[str, Any], name: str, vocab_size: int, tokenizer_file: str | None) -> ModelSpec:
@@ -158,19 +158,19 @@ def spec_from_params(params: dict[str, Any], name: str, vocab_size: int, tokeniz
     The context length is not in the checkpoint: `max_seq_len` if given, else 4096."""
     try:
         att = Attention(n_heads=params["n_heads"], n_kv_heads=params.get("n_kv_heads"),
-                        rope=Rope(theta=float(params.get("rope_theta", 10000.0))))
+                        rope=Rope(theta=params.get("rope_theta", 10000.0)))
         ffn = SwiGLU(multiple_of=params.get("multiple_of", 256), dim_multiplier=params.get("ffn_dim_multiplier"))
-        n_future = int(params.get("n_future_tokens", 1) or 1)
+        n_future = params.get("n_future_tokens") or 1
         # facebook/multi-token-prediction: n_layers counts trunk + heads (layers + extra_heads)
-        heads = MultiTokenHead(n_future=n_future) if n_future > 1 else NextTokenHead()
+        heads = NextTokenHead() if n_future == 1 else MultiTokenHead(n_future=n_future)
         arch = Decoder(dim=params["dim"], n_layers=params["n_layers"], vocab_size=vocab_size,
                        max_seq_len=params.get("max_seq_len", 4096), attention=att, ffn=ffn,
-                       norm=RMSNorm(eps=float(params.get("norm_eps", 1e-5))), heads=heads)
+                       norm=RMSNorm(eps=params.get("norm_eps", 1e-5)), heads=heads)
         tok = TokenizerSpec(kind="sentencepiece", file=tokenizer_file) if tokenizer_file else None
         return ModelSpec(name=name, family="llama", description=f"imported from Meta consolidated weights ({name})",
                          arch=arch, tokenizer=tok)
-    except (KeyError, TypeError, ValueError) as e:
-        raise FormatError(f"params.json of {name}: cannot read it ({type(e).__name__}: {e})") from None
+    except READ_ERRORS as e:
+        raise unreadable(f"params.json of {name}: cannot read it", e) from None
 
 
 def _ffn_rule(dim: int, hidden: int, multiple_of: int | None, mult: float | None) -> bool:

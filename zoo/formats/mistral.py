@@ -29,7 +29,7 @@ from ..compiler.schema import (
     VisionEncoder,
     VisionLanguage,
 )
-from .transforms import FormatError
+from .transforms import READ_ERRORS, FormatError, unreadable
 
 PARAMS_FILE = "params.json"
 TENSORS_FILE = "consolidated.safetensors"
@@ -70,15 +70,13 @@ def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_fil
         window = params.get("sliding_window")
         if isinstance(window, list):
             raise FormatError(f"params.json of {name}: per-layer sliding windows are not supported")
-        n_heads = int(params["n_heads"])
-        att = Attention(n_heads=n_heads, n_kv_heads=int(params.get("n_kv_heads") or n_heads),
-                        head_dim=params.get("head_dim") or params["dim"] // n_heads,
-                        sliding_window=window, rope=Rope(theta=float(params.get("rope_theta") or DEFAULT_THETA)))
+        att = Attention(n_heads=params["n_heads"], n_kv_heads=params.get("n_kv_heads"), head_dim=params.get("head_dim"),
+                        sliding_window=window, rope=Rope(theta=params.get("rope_theta") or DEFAULT_THETA))
         text = Decoder(dim=params["dim"], n_layers=params["n_layers"], vocab_size=params["vocab_size"],
-                       max_seq_len=int(params.get("max_seq_len") or params.get("max_position_embeddings") or 131072),
+                       max_seq_len=params.get("max_seq_len") or params.get("max_position_embeddings") or 131072,
                        attention=att, ffn=SwiGLU(hidden_dim=params["hidden_dim"]),
-                       norm=RMSNorm(eps=float(params.get("norm_eps", 1e-5))),
-                       tie_embeddings=bool(params.get("tied_embeddings", False)))
+                       norm=RMSNorm(eps=params.get("norm_eps", 1e-5)),
+                       tie_embeddings=params.get("tied_embeddings", False))
         tok = TokenizerSpec(kind="tekken", file=tokenizer_file, bos_id=1, eos_id=2, pad_id=None) \
             if tokenizer_file else None
         v = params.get("vision_encoder")
@@ -86,8 +84,9 @@ def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_fil
             return ModelSpec(name=name, family="mistral", description=f"imported from Mistral consolidated weights "
                              f"({name})", arch=text, tokenizer=tok)
         unsupported = [k for k, bad in (("mm_projector_id", v.get("mm_projector_id") not in (None, "")),
-                                        ("spatial_merge_size", int(v.get("spatial_merge_size", 1)) != 1),
-                                        ("add_pre_mm_projector_layer_norm", bool(v.get("add_pre_mm_projector_layer_norm"))))
+                                        ("spatial_merge_size", v.get("spatial_merge_size", 1) != 1),
+                                        ("add_pre_mm_projector_layer_norm", v.get("add_pre_mm_projector_layer_norm", False)
+                                         not in (False, None)))
                        if bad]
         if unsupported:
             raise FormatError(f"params.json of {name}: vision_encoder {', '.join(unsupported)} (a patch merger or "
@@ -95,17 +94,17 @@ def spec_from_mistral_params(params: Mapping[str, Any], name: str, tokenizer_fil
         vision = VisionEncoder(dim=v["hidden_size"], n_layers=v["num_hidden_layers"], image_size=v["image_size"],
                                patch_size=v["patch_size"], channels=v.get("num_channels", 3),
                                attention=Attention(n_heads=v["num_attention_heads"],
-                                                   rope=Rope2D(theta=float(v.get("rope_theta", 10000.0)))),
+                                                   rope=Rope2D(theta=v.get("rope_theta", 10000.0))),
                                ffn=SwiGLU(hidden_dim=v["intermediate_size"]), norm=RMSNorm(eps=VISION_EPS))
-        arch = VisionLanguage(vision=vision, adapter=MLPAdapter(hidden_dim=text.dim, activation="gelu", bias=bool(v.get("adapter_bias", True))),
+        arch = VisionLanguage(vision=vision, adapter=MLPAdapter(hidden_dim=text.dim, activation="gelu", bias=v.get("adapter_bias", True)),
                               text=text, image_token_id=v.get("image_token_id", 10),
                               image_break_id=v.get("image_break_token_id"), image_end_id=v.get("image_end_token_id"))
         return ModelSpec(name=name, family="pixtral", description=f"imported from Mistral consolidated weights ({name})",
                          arch=arch, tokenizer=tok)
-    except (KeyError, TypeError, ValueError) as e:
+    except READ_ERRORS as e:
         if isinstance(e, FormatError):
             raise
-        raise FormatError(f"params.json of {name}: cannot read it ({type(e).__name__}: {e})") from None
+        raise unreadable(f"params.json of {name}: cannot read it", e) from None
 
 
 def mistral_params(spec: ModelSpec) -> dict[str, Any]:

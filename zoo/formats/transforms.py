@@ -25,6 +25,21 @@ class FormatError(ZooError, ValueError):
     """A format file is malformed, or a format cannot hold the model it is asked to."""
 
 
+#: what reading a foreign config (config.json, params.json) can raise on bad values
+READ_ERRORS = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, IndexError, RecursionError)
+
+
+def unreadable(what: str, e: Exception) -> FormatError:
+    """A FormatError for a config whose values are wrong: pydantic's complaints as `key: why`
+    lines (the key as the spec names it), anything else by type and message."""
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        lines = [f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']} (got {str(err.get('input'))[:40]!r})"
+                 for err in e.errors(include_url=False)[:5]]  # type: ignore[attr-defined]
+        return FormatError(f"{what}: " + "; ".join(lines))
+    return FormatError(f"{what} ({type(e).__name__}: {str(e)[:300]})")
+
+
 class Transform:
     """One invertible step. `forward`: external -> canonical (import); `inverse`: export."""
 

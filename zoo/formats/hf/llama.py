@@ -23,7 +23,7 @@ from ...compiler.schema import (
     Rope,
     TokenizerSpec,
 )
-from ..transforms import FormatError
+from ..transforms import READ_ERRORS, FormatError, unreadable
 from . import mixtral
 
 #: transformers' activation names -> the runtime's, and back (the first name wins)
@@ -106,20 +106,19 @@ def to_llama_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[s
 def spec_from_llama_config(cfg: dict[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:
     """A zoo spec from a transformers Llama or Mixtral config.json (for folders without zoo.yaml)."""
     try:
-        heads = int(cfg["num_attention_heads"])
-        att = Attention(n_heads=heads, n_kv_heads=int(cfg.get("num_key_value_heads") or heads),
-                        head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
-                        qkv_bias=bool(cfg.get("attention_bias", False)), o_bias=bool(cfg.get("attention_bias", False)),
-                        rope=Rope.from_hf_config(cfg))
+        mixtral_cfg = cfg.get("model_type") == "mixtral"
+        att = Attention(n_heads=cfg["num_attention_heads"], n_kv_heads=cfg.get("num_key_value_heads"),
+                        head_dim=cfg.get("head_dim"), qkv_bias=cfg.get("attention_bias", False),
+                        o_bias=cfg.get("attention_bias", False), rope=Rope.from_hf_config(cfg),
+                        sliding_window=cfg.get("sliding_window") if mixtral_cfg else None)
         ffn = ffn_from_act(cfg.get("hidden_act", "silu"), hidden_dim=cfg["intermediate_size"],
-                           bias=bool(cfg.get("mlp_bias", False)))
-        if cfg.get("model_type") == "mixtral":
+                           bias=cfg.get("mlp_bias", False))
+        if mixtral_cfg:
             ffn = mixtral.moe_from_config(cfg, ffn)
-            att = att.model_copy(update={"sliding_window": cfg.get("sliding_window")})
-        norm = RMSNorm(eps=float(cfg.get("rms_norm_eps", 1e-6)))
+        norm = RMSNorm(eps=cfg.get("rms_norm_eps", 1e-6))
         arch = Decoder(dim=cfg["hidden_size"], n_layers=cfg["num_hidden_layers"], vocab_size=cfg["vocab_size"],
                        max_seq_len=cfg.get("max_position_embeddings", 2048), attention=att, ffn=ffn, norm=norm,
-                       tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+                       tie_embeddings=cfg.get("tie_word_embeddings", False))
         tok = None
         if tokenizer_file:
             kind = "tekken" if tokenizer_file.endswith(".json") else "sentencepiece"
@@ -127,8 +126,8 @@ def spec_from_llama_config(cfg: dict[str, Any], name: str, tokenizer_file: str |
                                 eos_id=_first(cfg.get("eos_token_id")), pad_id=_first(cfg.get("pad_token_id")))
         return ModelSpec(name=name, family=cfg.get("model_type"), description=f"imported from transformers ({name})",
                          arch=arch, tokenizer=tok)
-    except (KeyError, TypeError, ValueError) as e:
-        raise FormatError(f"config.json of {name}: cannot read it as a Llama config ({type(e).__name__}: {e})") from None
+    except READ_ERRORS as e:
+        raise unreadable(f"config.json of {name}: cannot read it as a Llama config", e) from None
 
 
 def _first(v: Any) -> int | None:

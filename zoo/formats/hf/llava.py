@@ -24,7 +24,7 @@ from ...compiler.schema import (
     VisionEncoder,
     VisionLanguage,
 )
-from ..transforms import FormatError
+from ..transforms import READ_ERRORS, FormatError, unreadable
 from .llama import (
     ACTIVATIONS,
     HF_ACTIVATION,
@@ -98,6 +98,15 @@ def to_llava_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[s
 
 def spec_from_llava_config(cfg: dict[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:
     """A vision-language spec from a Llava config.json with a Pixtral vision tower."""
+    try:
+        return _spec_from_llava_config(cfg, name, tokenizer_file)
+    except READ_ERRORS as e:
+        if isinstance(e, FormatError):
+            raise
+        raise unreadable(f"config.json of {name}: cannot read it as a Llava config", e) from None
+
+
+def _spec_from_llava_config(cfg: dict[str, Any], name: str, tokenizer_file: str | None) -> ModelSpec:
     vcfg = {**PIXTRAL_DEFAULTS, **(cfg.get("vision_config") or {})}
     tcfg = {**MISTRAL_DEFAULTS, **(cfg.get("text_config") or {})}
     if vcfg.get("model_type", "pixtral") != "pixtral":
@@ -112,35 +121,28 @@ def spec_from_llava_config(cfg: dict[str, Any], name: str, tokenizer_file: str |
     if act is None or vision_act is None:
         raise FormatError(f"config.json of {name}: projector_hidden_act {cfg.get('projector_hidden_act')!r} or vision "
                           f"hidden_act {vcfg['hidden_act']!r} is not supported")
-    try:
-        if "tie_word_embeddings" in cfg:
-            tcfg["tie_word_embeddings"] = cfg["tie_word_embeddings"]
-        text = spec_from_llama_config({**tcfg, "model_type": "llama"}, name).arch
-        if tcfg.get("sliding_window"):
-            text = text.model_copy(update={"attention": text.attention.model_copy(
-                update={"sliding_window": int(tcfg["sliding_window"])})})
-        inter = int(vcfg["intermediate_size"])
-        ffn = ffn_from_act(vcfg["hidden_act"], hidden_dim=inter)
-        theta = float((vcfg.get("rope_parameters") or {}).get("rope_theta", vcfg.get("rope_theta", 10000.0)))
-        heads = int(vcfg["num_attention_heads"])
-        vision = VisionEncoder(dim=vcfg["hidden_size"], n_layers=vcfg["num_hidden_layers"],
-                               image_size=vcfg["image_size"], patch_size=vcfg["patch_size"],
-                               channels=vcfg["num_channels"],
-                               attention=Attention(n_heads=heads, rope=Rope2D(theta=theta)),
-                               ffn=ffn, norm=RMSNorm(eps=VISION_EPS))
-        vocab = text.vocab_size
-        pixtral_ids = vocab > 13  # Pixtral's [IMG_BREAK] 12, [IMG_END] 13 (in its processor, not config.json)
-        arch = VisionLanguage(vision=vision, adapter=MLPAdapter(hidden_dim=text.dim, activation=act,
-                                                                bias=bool(cfg.get("multimodal_projector_bias", True))),
-                              text=text, image_token_id=int(cfg.get("image_token_index", 10)),
-                              image_break_id=12 if pixtral_ids else None, image_end_id=13 if pixtral_ids else None)
-        tok = None
-        if tokenizer_file:
-            kind = "tekken" if tokenizer_file.endswith(".json") else "sentencepiece"
-            tok = TokenizerSpec(kind=kind, file=tokenizer_file, bos_id=1, eos_id=2, pad_id=None)
-        return ModelSpec(name=name, family="pixtral", description=f"imported from transformers ({name})", arch=arch,
-                         tokenizer=tok)
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, FormatError):
-            raise
-        raise FormatError(f"config.json of {name}: cannot read it as a Llava config ({type(e).__name__}: {e})") from None
+    if "tie_word_embeddings" in cfg:
+        tcfg["tie_word_embeddings"] = cfg["tie_word_embeddings"]
+    text = spec_from_llama_config({**tcfg, "model_type": "llama"}, name).arch
+    if tcfg.get("sliding_window") is not None:
+        attention = {**text.attention.model_dump(), "sliding_window": tcfg["sliding_window"]}
+        text = type(text).model_validate({**text.model_dump(), "attention": attention})
+    ffn = ffn_from_act(vcfg["hidden_act"], hidden_dim=vcfg["intermediate_size"])
+    theta = (vcfg.get("rope_parameters") or {}).get("rope_theta", vcfg.get("rope_theta", 10000.0))
+    vision = VisionEncoder(dim=vcfg["hidden_size"], n_layers=vcfg["num_hidden_layers"],
+                           image_size=vcfg["image_size"], patch_size=vcfg["patch_size"],
+                           channels=vcfg["num_channels"],
+                           attention=Attention(n_heads=vcfg["num_attention_heads"], rope=Rope2D(theta=theta)),
+                           ffn=ffn, norm=RMSNorm(eps=VISION_EPS))
+    vocab = text.vocab_size
+    pixtral_ids = vocab > 13  # Pixtral's [IMG_BREAK] 12, [IMG_END] 13 (in its processor, not config.json)
+    arch = VisionLanguage(vision=vision, adapter=MLPAdapter(hidden_dim=text.dim, activation=act,
+                                                            bias=cfg.get("multimodal_projector_bias", True)),
+                          text=text, image_token_id=cfg.get("image_token_index", 10),
+                          image_break_id=12 if pixtral_ids else None, image_end_id=13 if pixtral_ids else None)
+    tok = None
+    if tokenizer_file:
+        kind = "tekken" if tokenizer_file.endswith(".json") else "sentencepiece"
+        tok = TokenizerSpec(kind=kind, file=tokenizer_file, bos_id=1, eos_id=2, pad_id=None)
+    return ModelSpec(name=name, family="pixtral", description=f"imported from transformers ({name})", arch=arch,
+                     tokenizer=tok)

@@ -45,6 +45,6 @@ def to_mixtral_config(llama: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
 
 def moe_from_config(cfg: dict[str, Any], expert: DenseFFN) -> MoE:
     """The FFN of a Mixtral config.json, its experts of `expert`'s kind (SwiGLU for silu)."""
-    return MoE(n_experts=int(cfg["num_local_experts"]), top_k=int(cfg.get("num_experts_per_tok", 2)),
-               expert=expert.model_copy(update={"bias": False}),
-               router=Router(aux_loss_coef=float(cfg.get("router_aux_loss_coef", 0.001))))
+    return MoE(n_experts=cfg["num_local_experts"], top_k=cfg.get("num_experts_per_tok", 2),
+               expert=type(expert).model_validate({**expert.model_dump(), "bias": False}),
+               router=Router(aux_loss_coef=cfg.get("router_aux_loss_coef", 0.001)))
