@@ -139,7 +139,9 @@ class SpecResolver:
             p = root / f"{ref}.yaml"
             if p.is_file():
                 return p
-        return self.index().get(Path(ref).name)
+        # a bare name is searched by file name; a name with `/` is exact (`alice/llama-2-7b` is a Hub
+        # repo id, never the catalog's llama-2-7b)
+        return None if "/" in ref else self.index().get(ref)
 
 
 def _replaces(parent: Any, child: Any) -> bool:

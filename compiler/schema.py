@@ -89,6 +89,14 @@ class WeightsSpec(Strict):
     format: str = Field("hf-llama", description="key map name in specs/formats/")
     subfolder: str | None = Field(None, description="folder inside the repo holding this model's files")
 
+    @field_validator("subfolder")
+    @classmethod
+    def _inside(cls, subfolder: str | None) -> str | None:
+        why = name_problem(subfolder) if subfolder is not None else None
+        if why:
+            raise ValueError(why)
+        return subfolder
+
 
 class Published(Strict):
     """Facts about the released model, checked by the tests against what the IR computes."""

@@ -14,8 +14,10 @@ are skipped, so re-running an interrupted push sends only what is missing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from .checkpoint import (
 from .checkpoint.card import model_card
 from .compiler import compile_ir
 from .compiler.errors import UnknownModelError, ZooError
+from .compiler.paths import name_problem
 from .compiler.schema import ModelSpec
 from .formats import detect
 from .formats.export import save
@@ -55,18 +58,60 @@ def zoo_cache() -> Path:
     return Path(root)
 
 
+#: seconds to connect, and to wait for each read of an answer (env: ZOO_HUB_CONNECT_TIMEOUT, ZOO_HUB_READ_TIMEOUT)
+CONNECT_TIMEOUT = float(os.environ.get("ZOO_HUB_CONNECT_TIMEOUT") or 10)
+READ_TIMEOUT = float(os.environ.get("ZOO_HUB_READ_TIMEOUT") or 60)
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """A Hub repo id is `namespace/name` (letters, digits, `-`, `_`, `.`): HubError otherwise."""
+    if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise HubError(f"{str(repo_id)[:100]!r} is not a Hub repo id (namespace/name, letters, digits, '-', '_', "
+                       "'.'), nor a catalog name or a local folder")
+    return repo_id
+
+
+def _with_timeouts() -> None:
+    """huggingface_hub's HTTP client sends most requests with no timeout at all, so a server
+    that accepts and never answers hangs a load forever; fill every request's missing timeouts
+    (unless the user installed a client of their own)."""
+    from huggingface_hub.utils import _http
+
+    if _http._GLOBAL_CLIENT_FACTORY is not _http.default_client_factory:
+        return
+
+    def bounded(request: Any) -> None:
+        given = request.extensions.get("timeout") or {}
+        limits = {"connect": CONNECT_TIMEOUT, "read": READ_TIMEOUT, "write": READ_TIMEOUT, "pool": CONNECT_TIMEOUT}
+        request.extensions = {**request.extensions,
+                              "timeout": {k: given.get(k) if given.get(k) is not None else v for k, v in limits.items()}}
+
+    def factory() -> Any:
+        client = _http.default_client_factory()
+        hooks = client.event_hooks
+        client.event_hooks = {**hooks, "request": [*hooks.get("request", []), bounded]}
+        return client
+
+    _http.set_client_factory(factory)
+
+
 @contextmanager
 def hub_errors(repo_id: str, revision: str | None = None, token: Any = None) -> Iterator[None]:
-    """huggingface_hub's exceptions, as one HubError that says what to do."""
+    """huggingface_hub's exceptions (and its HTTP client's), as one HubError that says what to
+    do; the client gets timeouts first."""
+    import httpx2
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    _with_timeouts()
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
         yield
@@ -86,9 +131,16 @@ def hub_errors(repo_id: str, revision: str | None = None, token: Any = None) -> 
                        f"(`zoo pull {repo_id}`) [{type(e).__name__}]") from None
     except HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", "?")
-        raise HubError(f"{at}: the Hub answered HTTP {status}: {str(e).splitlines()[0]}") from None
-    except OSError as e:  # connection refused, DNS, disk
-        raise HubError(f"{at}: {type(e).__name__}: {e}") from None
+        raise HubError(f"{at}: the Hub answered HTTP {status}: {str(e).splitlines()[0][:300]}") from None
+    except HFValidationError as e:
+        raise HubError(f"{at}: {str(e).splitlines()[0][:300]}") from None
+    except httpx2.TimeoutException as e:
+        raise HubError(f"{at}: the Hub did not answer in time ({type(e).__name__}; connect {CONNECT_TIMEOUT:g} s, "
+                       f"read {READ_TIMEOUT:g} s: ZOO_HUB_CONNECT_TIMEOUT / ZOO_HUB_READ_TIMEOUT)") from None
+    except httpx2.HTTPError as e:  # connection refused, cut short, protocol errors
+        raise HubError(f"{at}: the Hub could not be reached ({type(e).__name__}: {str(e)[:300]})") from None
+    except OSError as e:  # DNS, disk
+        raise HubError(f"{at}: {type(e).__name__}: {str(e)[:300]}") from None
 
 
 def resolve_name(name: str) -> tuple[str, str | None, ModelSpec | None]:
@@ -99,6 +151,7 @@ def resolve_name(name: str) -> tuple[str, str | None, ModelSpec | None]:
     except UnknownModelError:
         if name.count("/") not in (1, 2):
             raise
+        check_repo_id("/".join(name.split("/")[:2]))
         return name, None, None
     if spec.weights is None:
         raise HubError(f"{name}: its spec has no `weights:` (no Hub repo to download from); "
@@ -116,6 +169,8 @@ def download(name: str, *, revision: str | None = None, token: str | bool | None
     sub = spec.weights.subfolder if spec is not None and spec.weights else None
     if spec is None and repo_id.count("/") == 2:
         repo_id, sub = repo_id.rsplit("/", 1)
+    if sub is not None and name_problem(sub):
+        raise HubError(f"{name}: the subfolder {name_problem(sub)}")
     revision = revision or pinned or "main"
     # a model in a subfolder: its files, plus the repo-level tokenizer Meta-style repos share
     patterns = [f"{sub}/{p}" for p in ALLOW_PATTERNS] + ["tokenizer.model"] if sub else ALLOW_PATTERNS
@@ -143,8 +198,12 @@ def snapshot_root(folder: Path) -> Path | None:
 
 
 def _marker(folder: Path) -> Path:
+    """Where the verification of this snapshot folder is recorded: per folder (a second cache
+    holding the same commit is checked on its own), named by the repo and commit."""
+    folder = Path(folder).absolute()
     repo_dir = folder.parent.parent  # <cache>/models--org--name/snapshots/<commit>
-    return zoo_cache() / "verified" / repo_dir.name / f"{folder.name}.json"
+    where = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    return zoo_cache() / "verified" / repo_dir.name / f"{folder.name}-{where}.json"
 
 
 def _listing(folder: Path) -> dict[str, list[Any]]:
