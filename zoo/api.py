@@ -17,7 +17,7 @@ from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
 from .formats import open_checkpoint
 from .formats.export import export
-from .model import as_zoo_model, lower_spec, materialize, parse_dtype
+from .model import as_zoo_model, lower_spec, materialize, parse_device, parse_dtype
 
 SpecLike = str | Path | ModelSpec
 
@@ -40,7 +40,7 @@ def spec(name: SpecLike, overrides: Sequence[str] = ()) -> ModelSpec:
 def compile(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None = None,  # noqa: A001
             device: str | torch.device = "cpu") -> Compiled:
     """Check, account and plan a model for `backend` on `device` without allocating anything."""
-    return _compile(spec(name, overrides), backend, device)
+    return _compile(spec(name, overrides), backend, parse_device(device))
 
 
 def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None = None,
@@ -49,6 +49,7 @@ def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None 
     """A model from its spec. init="random" allocates and initializes; init="meta" allocates nothing."""
     if init not in ("random", "meta", None):
         raise UsageError(f"init must be 'random' or 'meta', got {init!r}")
+    device = parse_device(device)
     compiled, net = lower_spec(spec(name, overrides), backend, device)
     if init == "random":
         materialize(net, device, parse_dtype(dtype), seed)
@@ -58,7 +59,7 @@ def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None 
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
          device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
-         verify: bool | None = None) -> nn.Module:
+         verify: bool | None = None, on_nonfinite: str = "warn") -> nn.Module:
     """A model with weights, from any of:
 
     - a local folder: zoo's own (zoo.yaml), a transformers folder (config.json + safetensors) or
@@ -70,10 +71,14 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
     Hub downloads go through huggingface_hub's cache (`cache_dir`, default HF_HUB_CACHE), work
     offline from it (HF_HUB_OFFLINE=1), and are checked against their content hashes once.
     `dtype` casts as tensors stream in (default: the checkpoint's); `verify=True` re-checks every
-    file's sha256; `token` reads private repos (default: HF_TOKEN or the stored login).
+    file's sha256; `token` reads private repos (default: HF_TOKEN or the stored login). Weights
+    holding NaN or infinity are named in a NonFiniteWeightsWarning (`on_nonfinite="error"`
+    refuses them, `"ignore"` skips the check).
     """
-    return loading.load(name, overrides, backend=backend, device=device, dtype=parse_dtype(dtype), revision=revision,
-                        token=token, cache_dir=cache_dir, force_download=force_download, verify=verify)
+    return loading.load(name, overrides, backend=backend, device=parse_device(device), dtype=parse_dtype(dtype),
+                        revision=revision,
+                        token=token, cache_dir=cache_dir, force_download=force_download, verify=verify,
+                        on_nonfinite=on_nonfinite)
 
 
 def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,

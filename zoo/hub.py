@@ -64,11 +64,12 @@ READ_TIMEOUT = float(os.environ.get("ZOO_HUB_READ_TIMEOUT") or 60)
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 
 
-def check_repo_id(repo_id: str) -> str:
-    """A Hub repo id is `namespace/name` (letters, digits, `-`, `_`, `.`): HubError otherwise."""
+def check_repo_id(repo_id: str, name: str | None = None) -> str:
+    """A Hub repo id is `namespace/name` (letters, digits, `-`, `_`, `.`): HubError otherwise
+    (naming `name`, what the user wrote, when given)."""
     if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise HubError(f"{str(repo_id)[:100]!r} is not a Hub repo id (namespace/name, letters, digits, '-', '_', "
-                       "'.'), nor a catalog name or a local folder")
+        raise HubError(f"{str(name or repo_id)[:100]!r} is not a Hub repo id (namespace/name, letters, digits, '-', "
+                       "'_', '.'), nor a catalog name or a local folder")
     return repo_id
 
 
@@ -151,7 +152,7 @@ def resolve_name(name: str) -> tuple[str, str | None, ModelSpec | None]:
     except UnknownModelError:
         if name.count("/") not in (1, 2):
             raise
-        check_repo_id("/".join(name.split("/")[:2]))
+        check_repo_id("/".join(name.split("/")[:2]), name)
         return name, None, None
     if spec.weights is None:
         raise HubError(f"{name}: its spec has no `weights:` (no Hub repo to download from); "

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,7 +21,8 @@ from tqdm.auto import tqdm
 from . import catalog
 from .checkpoint import CheckpointError, verify_files
 from .checkpoint.atomic import folder_lock
-from .checkpoint.tensors import assign, check_loaded, parameter_slots
+from .checkpoint.tensors import NonFiniteWeightsWarning, all_finite, assign, check_loaded, parameter_slots
+from .compiler.errors import UsageError
 from .compiler.frontend import override_spec
 from .compiler.paths import escape_reason
 from .compiler.schema import ModelSpec
@@ -70,29 +72,47 @@ def load_tokenizer(folder: Path, spec: ModelSpec, root: Path | None = None) -> A
     return cls.from_file(path) if cls is not None and path.is_file() else None
 
 
+NONFINITE = ("warn", "error", "ignore")
+
+
 def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str, dtype: torch.dtype | None,
-              desc: str = "loading") -> None:
+              desc: str = "loading", on_nonfinite: str = "warn") -> list[str]:
     """Per binding: read its tensors (views of the mapped file), transform, cast, move, assign.
     When no copy was needed the mapped pages *are* the parameter; otherwise they are dropped
-    right away so the file never sits in memory beside the model."""
+    right away so the file never sits in memory beside the model. Every parameter is checked
+    for NaN and infinity as it lands (one reduction); the names of those that hold any are
+    returned, warned about or refused (`on_nonfinite`)."""
+    if on_nonfinite not in NONFINITE:
+        raise UsageError(f"on_nonfinite must be one of {', '.join(NONFINITE)}, got {on_nonfinite!r}")
     slots = parameter_slots(net)
     order = sorted(plan.bindings, key=lambda b: source.order_key(b.external[0]))
+    bad: list[str] = []
     with torch.no_grad():
         for b in tqdm(order, desc=desc, unit="tensor", disable=None, leave=False):
             outs = b.to_canonical([source.get(n) for n in b.external])
             zero_copy = False
             for name, t in zip(b.canonical, outs):
                 zero_copy |= assign(slots[name], t, device, dtype)
+                mod, attr, _ = slots[name]
+                if on_nonfinite != "ignore" and not all_finite(mod._parameters[attr]):
+                    bad.append(name)
             del outs
             if not zero_copy:
                 for n in b.external:
                     source.release(n)
     check_loaded(net)
+    if bad:
+        what = f"{len(bad)} weight tensor(s) hold NaN or infinity: {', '.join(bad[:5])}" + (" …" if len(bad) > 5 else "")
+        if on_nonfinite == "error":
+            raise CheckpointError(f"{source.where}: {what}")
+        warnings.warn(f"{source.where}: {what} (on_nonfinite='error' refuses such checkpoints)",
+                      NonFiniteWeightsWarning, stacklevel=4)
+    return bad
 
 
 def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[str] = (), *,
                 backend: str | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype | None = None, verify: bool | None = None) -> nn.Module:
+                dtype: torch.dtype | None = None, verify: bool | None = None, on_nonfinite: str = "warn") -> nn.Module:
     """Load a checkpoint folder in any known format (zoo, transformers, Meta, Mistral).
 
     `base_spec` (a catalog spec, overrides already applied) is used for folders that carry no
@@ -115,7 +135,7 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
         err = CheckpointError(report.render(f"{folder} ({ckpt.kind} checkpoint, {plan.format.name} names)"))
         err.report = report  # type: ignore[attr-defined]  # every name, for code that wants them all
         raise err
-    stream_in(net, plan, ckpt.source, device, dtype, desc=f"loading {folder.name}")
+    stream_in(net, plan, ckpt.source, device, dtype, desc=f"loading {folder.name}", on_nonfinite=on_nonfinite)
     ckpt.source.close()
     return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec, root))
 
@@ -123,10 +143,11 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
          device: str | torch.device = "cpu", dtype: torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
-         verify: bool | None = None) -> nn.Module:
+         verify: bool | None = None, on_nonfinite: str = "warn") -> nn.Module:
     """`zoo.load` (see its docstring): the source resolved, then `load_folder`."""
     folder, base_spec = resolve_source(name, revision=revision, token=token, cache_dir=cache_dir,
                                        force_download=force_download, verify=verify)
     if base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
         base_spec = catalog.get_spec(str(name), overrides)
-    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify)
+    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify,
+                       on_nonfinite=on_nonfinite)

@@ -176,3 +176,15 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if not isinstance(out, torch.dtype):
         raise UsageError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
     return out
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """torch.device from "cpu", "cuda:1" …; UsageError for a name torch does not know, or for
+    CUDA on a machine or build without it."""
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"unknown device {device!r}; use cpu, cuda, cuda:N or xla") from None
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: no CUDA device here (this torch build or machine has none); use cpu")
+    return out

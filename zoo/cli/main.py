@@ -15,10 +15,6 @@ from ..compiler.errors import ZooError
 from ..compiler.explain import render_accounting
 from ..compiler.frontend import apply_overrides
 from ..compiler.schema import json_schema
-from ..runtime.backends import BackendUnavailable
-from ..runtime.modules.vision import VisionInputError
-from ..runtime.tokenizers import TokenizerError
-from ..runtime.vision.errors import ImageError
 from . import btx, train, weights
 
 
@@ -95,7 +91,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(f"{c.spec.name}: ok, {c.accounting.params:,} parameters, backend {c.backend.name}")
     if not c.backend.available:
         print(f"error: backend refused: {c.backend.why}", file=sys.stderr)
-        return 0 if args.explain else 2
+        # --explain on a known backend that cannot run here is the question answered; a name
+        # that is no backend at all is a mistake
+        return 0 if args.explain and c.runtime_backend is not None else 2
     return 0
 
 
@@ -185,10 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A user's mistake (any ZooError) prints `error: …` and returns 2; anything
+    else is a bug in zoo, reported in one line (ZOO_DEBUG=1 shows the traceback) with 1."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ZooError, BackendUnavailable, TokenizerError, ImageError, VisionInputError) as e:
+    except ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -196,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `zoo list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # noqa: BLE001 - the last line of defense: no traceback for users
+        if os.environ.get("ZOO_DEBUG"):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {str(e)[:500]} (a bug in zoo; ZOO_DEBUG=1 shows the "
+              "traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
