@@ -38,14 +38,24 @@ class Problem:
     suggestions: Sequence[str] = field(default_factory=tuple)
 
     def render(self) -> str:
+        """One line; whatever it quotes from the input is capped, so a huge or hostile value
+        cannot make the message huge."""
         where = f"{self.location}: " if self.location else ""
-        key = f"{self.path}: " if self.path else ""
-        text = f"{where}{key}{self.message}"
+        key = f"{_cap(self.path, 200)}: " if self.path else ""
+        text = f"{where}{key}{_cap(self.message, MAX_MESSAGE)}"
         if self.expected:
-            text += f" (expected {self.expected})"
+            text += f" (expected {_cap(self.expected, 300)})"
         if self.suggestions:
-            text += "; did you mean " + " or ".join(repr(s) for s in self.suggestions) + "?"
+            text += "; did you mean " + " or ".join(repr(_cap(str(s), 100)) for s in self.suggestions) + "?"
         return text
+
+
+MAX_MESSAGE = 500
+MAX_PROBLEMS = 50
+
+
+def _cap(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 class SpecError(ZooError, ValueError):
@@ -65,7 +75,9 @@ class SpecError(ZooError, ValueError):
         if len(self.problems) == 1:
             return f"{head}: {self.problems[0].render()}"
         lines = [f"{head}: {len(self.problems)} problems"]
-        lines += [f"  - {p.render()}" for p in self.problems]
+        lines += [f"  - {p.render()}" for p in self.problems[:MAX_PROBLEMS]]
+        if len(self.problems) > MAX_PROBLEMS:
+            lines.append(f"  … and {len(self.problems) - MAX_PROBLEMS} more")
         return "\n".join(lines)
 
 

@@ -130,6 +130,10 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, Origins]:
         raise SpecError(Problem("", f"not valid YAML: {e}", Location(file)), source=file) from None
     except RecursionError:
         raise SpecError(Problem("", "not valid YAML: nested too deeply", Location(file)), source=file) from None
+    except SpecError:
+        raise
+    except (ValueError, OverflowError) as e:  # a value the constructor cannot make (a 5000-digit integer)
+        raise SpecError(Problem("", f"not valid YAML: {str(e)[:200]}", Location(file)), source=file) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -84,3 +84,14 @@ def test_too_many_overrides() -> None:
 
 def test_a_huge_layer_count_is_refused_before_any_work() -> None:
     _refused(zoo.compile, "llama-2-7b", ["arch.n_layers=100000"], match="less than or equal to 1024", seconds=1.0)
+
+
+def test_a_model_too_large_for_torch_is_refused_before_building() -> None:
+    _refused(zoo.compile, "mixtral-8x7b", ["arch.dim=1048576", "arch.attention.n_heads=256", "arch.ffn.n_experts=4096",
+                                           "arch.ffn.expert.hidden_dim=1048576"], match="elements in one tensor")
+
+
+def test_error_messages_cap_what_they_quote() -> None:
+    with pytest.raises(SpecError) as info:
+        zoo.spec("llama-2-7b", ["arch.dim=" + "9" * 100_000])
+    assert len(str(info.value)) < 2000
