@@ -34,6 +34,7 @@ from .checkpoint import (
     verify_files,
 )
 from .checkpoint.card import model_card
+from .checkpoint.finite import zoo_cache
 from .compiler import compile_ir
 from .compiler.errors import UnknownModelError, ZooError
 from .compiler.paths import name_problem
@@ -50,12 +51,6 @@ ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.model", "*.tiktoken", SPEC_FILE,
 
 class HubError(ZooError, RuntimeError):
     """The Hub could not give or take a repository: not found, private, offline, refused."""
-
-
-def zoo_cache() -> Path:
-    root = os.environ.get("ZOO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                      os.path.expanduser("~/.cache"), "zoo")
-    return Path(root)
 
 
 #: seconds to connect, and to wait for each read of an answer (env: ZOO_HUB_CONNECT_TIMEOUT, ZOO_HUB_READ_TIMEOUT)

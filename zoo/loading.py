@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from . import catalog
 from .checkpoint import CheckpointError, verify_files
 from .checkpoint.atomic import folder_lock
-from .checkpoint.tensors import NonFiniteWeightsWarning, all_finite, assign, check_loaded, parameter_slots
+from .checkpoint.finite import all_finite, known_finite, remember_finite
+from .checkpoint.tensors import NonFiniteWeightsWarning, assign, check_loaded, parameter_slots
 from .compiler.errors import UsageError
 from .compiler.frontend import override_spec
 from .compiler.paths import escape_reason
@@ -86,21 +87,31 @@ def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str
         raise UsageError(f"on_nonfinite must be one of {', '.join(NONFINITE)}, got {on_nonfinite!r}")
     slots = parameter_slots(net)
     order = sorted(plan.bindings, key=lambda b: source.order_key(b.external[0]))
+    files = getattr(source, "files", {})  # tensor name -> file, for sources that map files
+    checked = {p: known_finite(p) for p in set(files.values())} if on_nonfinite != "ignore" else {}
     bad: list[str] = []
     with torch.no_grad():
         for b in tqdm(order, desc=desc, unit="tensor", disable=None, leave=False):
             outs = b.to_canonical([source.get(n) for n in b.external])
             zero_copy = False
+            origin = [files.get(n) for n in b.external]
             for name, t in zip(b.canonical, outs):
-                zero_copy |= assign(slots[name], t, device, dtype)
+                copied = not assign(slots[name], t, device, dtype)
+                zero_copy |= not copied
+                if on_nonfinite == "ignore" or (not copied and all(checked.get(p) for p in origin)):
+                    continue  # this version of the file was found finite before
                 mod, attr, _ = slots[name]
-                if on_nonfinite != "ignore" and not all_finite(mod._parameters[attr]):
+                if not all_finite(mod._parameters[attr]):
                     bad.append(name)
+                    checked.update({p: False for p in origin if p is not None})
             del outs
             if not zero_copy:
                 for n in b.external:
                     source.release(n)
     check_loaded(net)
+    if not bad:
+        for p in checked:
+            remember_finite(p)
     if bad:
         what = f"{len(bad)} weight tensor(s) hold NaN or infinity: {', '.join(bad[:5])}" + (" …" if len(bad) > 5 else "")
         if on_nonfinite == "error":

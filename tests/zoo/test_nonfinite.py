@@ -11,7 +11,8 @@ import torch
 
 import zoo
 from zoo.checkpoint import CheckpointError
-from zoo.checkpoint.tensors import NonFiniteWeightsWarning, all_finite
+from zoo.checkpoint.finite import all_finite
+from zoo.checkpoint.tensors import NonFiniteWeightsWarning
 from zoo.compiler.errors import UsageError
 from zoo.formats.export import export_hf
 
@@ -49,3 +50,24 @@ def test_the_check_is_exact_when_the_sum_overflows() -> None:
     big = torch.full((1000,), 3e38)  # finite, but its float32 sum is inf
     assert all_finite(big) and not all_finite(torch.cat([big, torch.tensor([float("nan")])]))
     assert all_finite(torch.tensor([1.0, 2.0], dtype=torch.bfloat16)) and all_finite(torch.arange(3))
+
+
+def test_a_file_found_finite_is_not_read_again_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoo.loading
+
+    calls = []
+    monkeypatch.setattr(zoo.loading, "all_finite", lambda t: calls.append(t) or all_finite(t))
+    m = zoo.build("llama-2-7b", TINY)
+    folder = m.save(tmp_path / "m")
+    zoo.load(folder)
+    first = len(calls)
+    assert first == len(list(m.parameters()))  # every weight checked once
+    zoo.load(folder)
+    assert len(calls) == first  # zero-copy views of files already found finite: skipped
+    zoo.load(folder, dtype="bfloat16")
+    assert len(calls) == 2 * first  # cast copies are always checked where they land
+    with torch.no_grad():
+        m.norm.weight[0] = float("nan")
+    m.save(folder)  # a new version of the files
+    with pytest.warns(NonFiniteWeightsWarning, match="norm.weight"):
+        zoo.load(folder)

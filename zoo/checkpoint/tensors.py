@@ -201,14 +201,6 @@ class NonFiniteWeightsWarning(UserWarning):
     """A checkpoint's weights hold NaN or infinity (loaded anyway; `on_nonfinite="error"` refuses)."""
 
 
-def all_finite(t: torch.Tensor) -> bool:
-    """No NaN or infinity in `t`: one float32 sum (NaN and inf survive it), and an exact check
-    only when the sum itself overflows."""
-    if not t.is_floating_point() or t.numel() == 0:
-        return True
-    return bool(torch.isfinite(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all())
-
-
 def parameter_slots(model: nn.Module) -> dict[str, tuple[nn.Module, str, bool]]:
     """name -> (owning module, attribute, requires_grad), found in one walk of the module tree."""
     return {(f"{mod_name}.{attr}" if mod_name else attr): (mod, attr, p.requires_grad)
