@@ -137,8 +137,11 @@ class SpecResolver:
             return p if p.is_file() else None
         for root in self.roots:
             p = root / f"{ref}.yaml"
-            if p.is_file():
-                return p
+            try:
+                if p.is_file():
+                    return p
+            except (OSError, ValueError):  # a name the OS refuses (too long, a NUL byte)
+                return None
         # a bare name is searched by file name; a name with `/` is exact (`alice/llama-2-7b` is a Hub
         # repo id, never the catalog's llama-2-7b)
         return None if "/" in ref else self.index().get(ref)

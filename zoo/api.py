@@ -17,7 +17,7 @@ from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
 from .formats import open_checkpoint
 from .formats.export import export
-from .model import as_zoo_model, lower_spec, materialize, parse_device, parse_dtype
+from .model import as_zoo_model, check_name, is_folder, lower_spec, materialize, parse_device, parse_dtype
 
 SpecLike = str | Path | ModelSpec
 
@@ -29,11 +29,11 @@ def list_models() -> list[catalog.Entry]:
 
 def spec(name: SpecLike, overrides: Sequence[str] = ()) -> ModelSpec:
     """A validated spec: catalog name, YAML path, checkpoint folder, or a ModelSpec (overrides apply)."""
+    name = check_name(name)
     if isinstance(name, ModelSpec):
         return override_spec(name, overrides)
-    p = Path(name)
-    if p.is_dir():
-        return override_spec(open_checkpoint(p).spec, overrides)
+    if is_folder(name):
+        return override_spec(open_checkpoint(Path(name)).spec, overrides)
     return catalog.get_spec(name, overrides)
 
 
@@ -75,7 +75,8 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
     holding NaN or infinity are named in a NonFiniteWeightsWarning (`on_nonfinite="error"`
     refuses them, `"ignore"` skips the check).
     """
-    return loading.load(name, overrides, backend=backend, device=parse_device(device), dtype=parse_dtype(dtype),
+    return loading.load(check_name(name), overrides, backend=backend, device=parse_device(device),
+                        dtype=parse_dtype(dtype),
                         revision=revision,
                         token=token, cache_dir=cache_dir, force_download=force_download, verify=verify,
                         on_nonfinite=on_nonfinite)

@@ -29,7 +29,7 @@ from .compiler.paths import escape_reason
 from .compiler.schema import ModelSpec
 from .formats import open_checkpoint
 from .hub import download, snapshot_root
-from .model import as_zoo_model, lower_spec
+from .model import as_zoo_model, is_folder, lower_spec
 from .runtime.tokenizers import BPETokenizer, SentencePieceTokenizer
 from .runtime.tokenizers.tekken import TekkenTokenizer
 
@@ -41,7 +41,7 @@ def resolve_source(name: str | Path, *, revision: str | None = None, token: str 
                    verify: bool | None = None) -> tuple[Path, ModelSpec | None]:
     """(local folder holding the checkpoint, the catalog spec if `name` was a catalog name)."""
     p = Path(name).expanduser()
-    if p.is_dir():
+    if is_folder(p):
         if revision is not None:
             raise CheckpointError(f"{name}: a local folder has no revisions (revision={revision!r})")
         return p, None
@@ -56,8 +56,10 @@ def resolve_source(name: str | Path, *, revision: str | None = None, token: str 
 
 def bundled_folder(name: str) -> Path | None:
     """A model whose weights ship inside the package (zoo/models/NAME), e.g. tiny-code."""
+    if "/" in name or name.startswith("."):
+        return None
     folder = Path(__file__).parent / "models" / name
-    return folder if (folder / "zoo.yaml").is_file() else None
+    return folder if is_folder(folder) and (folder / "zoo.yaml").is_file() else None
 
 
 def load_tokenizer(folder: Path, spec: ModelSpec, root: Path | None = None) -> Any:

@@ -188,3 +188,26 @@ def parse_device(device: str | torch.device) -> torch.device:
     if out.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device!r}: no CUDA device here (this torch build or machine has none); use cpu")
     return out
+
+
+def check_name(name: Any) -> Any:
+    """A model name as the API takes it (catalog name, folder, Hub repo id, YAML path, or a
+    ModelSpec), or a UsageError saying what was given instead."""
+    if isinstance(name, ModelSpec):
+        return name
+    if isinstance(name, Path):
+        name = str(name)
+    if not isinstance(name, str):
+        raise UsageError(f"a model is named by a string or a path (catalog name, folder, Hub repo id), "
+                         f"got {type(name).__name__}")
+    if not name.strip() or "\x00" in name or len(name) > 4096:
+        raise UsageError(f"{name[:80]!r} is not a model name (empty, a NUL byte, or over 4096 characters)")
+    return name
+
+
+def is_folder(path: str | Path) -> bool:
+    """Path.is_dir that answers False, not an exception, for names the OS refuses (too long)."""
+    try:
+        return Path(path).expanduser().is_dir()
+    except (OSError, ValueError):
+        return False

@@ -60,3 +60,10 @@ def test_loading_a_saved_folder_builds_once(tmp_path: Path, layout: str, calls: 
 def test_build_compiles_once(calls: Counter) -> None:
     zoo.build("llama-2-7b", ["arch.n_layers=1", "arch.dim=64", "arch.attention.n_heads=4"], init="meta")
     assert calls == Counter(ir=1, backend=1), calls
+
+
+@pytest.mark.parametrize("name", [123, None, "", "  ", "a\x00b", "x" * 5000, "y" * 300])
+def test_names_that_are_no_model_are_usage_errors(name: object) -> None:
+    for call in (zoo.load, zoo.spec, zoo.compile):
+        with pytest.raises(zoo.ZooError):
+            call(name)  # type: ignore[arg-type]
