@@ -7,6 +7,7 @@ can never make zoo read (or, re-saving or pushing, copy) a file from elsewhere.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,15 +37,25 @@ def escape_reason(folder: Path, name: Any, root: Path | None = None) -> str | No
     return None
 
 
-def links_out(folder: Path, root: Path | None = None, limit: int = 10_000) -> list[str]:
-    """The symlinks below `folder` that point outside `root` (default: the folder itself)."""
+def unsafe_entries(folder: Path, root: Path | None = None, limit: int = 10_000) -> list[str]:
+    """What below `folder` zoo must not read: symlinks that point outside `root` (default: the
+    folder itself) or in a loop, and entries that are not plain files or folders (a FIFO would
+    block a read forever, a device would never end)."""
     base = Path(root if root is not None else folder).resolve()
     out = []
     for i, p in enumerate(Path(folder).rglob("*")):
         if i >= limit:
+            out.append(f"more than {limit:,} entries")
             break
-        if p.is_symlink():
-            target = p.resolve()
-            if target != base and base not in target.parents:
-                out.append(f"{p.relative_to(folder)} -> {target}")
+        rel = p.relative_to(folder)
+        try:
+            target = p.resolve(strict=False)
+            st = p.stat()
+        except (OSError, RuntimeError):
+            out.append(f"{rel}: a broken or looping link" if p.is_symlink() else f"{rel}: unreadable")
+            continue
+        if p.is_symlink() and target != base and base not in target.parents:
+            out.append(f"{rel} -> {target}")
+        elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            out.append(f"{rel}: not a plain file (a FIFO, socket or device)")
     return out

@@ -17,7 +17,15 @@ from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
 from .formats import open_checkpoint
 from .formats.export import export
-from .model import as_zoo_model, check_name, is_folder, lower_spec, materialize, parse_device, parse_dtype
+from .model import (
+    as_zoo_model,
+    check_name,
+    is_folder,
+    lower_spec,
+    materialize,
+    parse_device,
+    parse_dtype,
+)
 
 SpecLike = str | Path | ModelSpec
 

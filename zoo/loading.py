@@ -22,7 +22,12 @@ from . import catalog
 from .checkpoint import CheckpointError, verify_files
 from .checkpoint.atomic import folder_lock
 from .checkpoint.finite import all_finite, known_finite, remember_finite
-from .checkpoint.tensors import NonFiniteWeightsWarning, assign, check_loaded, parameter_slots
+from .checkpoint.tensors import (
+    NonFiniteWeightsWarning,
+    assign,
+    check_loaded,
+    parameter_slots,
+)
 from .compiler.errors import UsageError
 from .compiler.frontend import override_spec
 from .compiler.paths import escape_reason
@@ -95,6 +100,10 @@ def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str
     with torch.no_grad():
         for b in tqdm(order, desc=desc, unit="tensor", disable=None, leave=False):
             outs = b.to_canonical([source.get(n) for n in b.external])
+            for name, t in zip(b.canonical, outs):
+                if not t.is_floating_point():
+                    raise CheckpointError(f"{source.where}: {', '.join(b.external)} is {str(t.dtype)[6:]}; weights are "
+                                          "floating point (a corrupt or foreign header?)")
             zero_copy = False
             origin = [files.get(n) for n in b.external]
             for name, t in zip(b.canonical, outs):

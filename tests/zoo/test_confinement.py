@@ -43,7 +43,7 @@ def test_a_tokenizer_file_outside_the_folder_is_refused(saved: Path, name: str) 
 def test_a_tokenizer_symlink_out_is_refused(saved: Path) -> None:
     (saved.parent / "secret.model").write_text("private")
     (saved / "tokenizer.model").symlink_to(saved.parent / "secret.model")
-    with pytest.raises(CheckpointError, match="links to files outside the checkpoint: tokenizer.model ->"):
+    with pytest.raises(CheckpointError, match="may not .*tokenizer.model ->"):
         zoo.load(saved)
 
 
@@ -71,7 +71,7 @@ def test_a_weights_symlink_out_is_refused(saved: Path, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere.safetensors"
     (saved / "model.safetensors").rename(target)
     (saved / "model.safetensors").symlink_to(target)
-    with pytest.raises(CheckpointError, match="links to files outside the checkpoint"):
+    with pytest.raises(CheckpointError, match="may not .*model.safetensors ->"):
         zoo.load(saved, verify=False)
 
 

@@ -157,3 +157,42 @@ def test_a_save_killed_at_any_moment_keeps_a_whole_checkpoint(tmp_path: Path, tr
     assert same(back, tiny(0)) or same(back, tiny(1))
     tiny(2).save(dst)  # the next save sweeps what the killed one left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_checkpoint_like_names_without_weights_are_a_users_files(tmp_path: Path) -> None:
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "README.md").write_text("# my project")
+    (mine / "config.json").write_text('{"editor": "vim"}')
+    with pytest.raises(CheckpointError, match="not part of a checkpoint"):
+        tiny().save(mine)
+    assert (mine / "config.json").read_text() == '{"editor": "vim"}'
+
+
+@pytest.mark.parametrize("where", ["a\x00b", "n" * 300, "file/below"])
+def test_impossible_targets_are_checkpoint_errors(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(CheckpointError, match="cannot save to"):
+        tiny().save(tmp_path / where)
+
+
+FULL_DISK = """
+import resource, signal, sys, zoo
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+m = zoo.build("llama-2-7b", {tiny}, seed=1)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+try:
+    m.save(sys.argv[1], progress=False)
+except zoo.ZooError as e:
+    print("refused:", e)
+"""
+
+
+def test_a_full_disk_is_a_checkpoint_error_and_keeps_the_old_checkpoint(tmp_path: Path) -> None:
+    dst = tmp_path / "ckpt"
+    tiny(0).save(dst)
+    run = subprocess.run([sys.executable, "-c", FULL_DISK.format(tiny=TINY), str(dst)], env=ENV, capture_output=True,
+                         text=True, timeout=120)
+    assert "refused: could not write" in run.stdout, run.stdout + run.stderr[-2000:]
+    assert same(zoo.load(dst, verify=True), tiny(0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

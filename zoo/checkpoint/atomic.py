@@ -35,6 +35,7 @@ from .document import SPEC_FILE, CheckpointError, load_document
 CHECKPOINT_FILES = re.compile(r"(.+\.safetensors|.+\.safetensors\.index\.json|consolidated\.\d+\.pth|"
                               r"(generation_)?config\.json|params\.json|tokenizer(_config)?\.(model|json)|"
                               r"special_tokens_map\.json|tekken\.json|README\.md|" + re.escape(SPEC_FILE) + r")")
+WEIGHT_FILES = re.compile(r".+\.safetensors|consolidated\.\d+\.pth")
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 _LIMIT = 10_000  # entries looked at when judging a folder
@@ -94,6 +95,8 @@ def replace_problem(target: Path) -> str | None:
         foreign = [f for f in files if f not in listed and f not in (SPEC_FILE, "README.md")]
     else:
         foreign = [f for f in files if "/" in f or not CHECKPOINT_FILES.fullmatch(f)]
+        if files and not foreign and not any(WEIGHT_FILES.fullmatch(f) for f in files):
+            foreign = files  # checkpoint-like names but no weights: a user's config.json and notes
     if foreign:
         shown = ", ".join(sorted(foreign)[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
         return (f"{target} holds files that are not part of a checkpoint ({shown}); zoo replaces only a checkpoint "
@@ -142,16 +145,21 @@ def atomic_folder(target: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it takes `target`'s place (see the
     module docstring). With `overwrite` False an existing target is an error; with it True, only
     a checkpoint folder is replaced."""
-    target = Path(target).absolute()
-    if target.exists() or target.is_symlink():
-        if not overwrite:
-            raise CheckpointError(f"{target} exists (pass overwrite=True, or --overwrite, to replace it)")
-        why = replace_problem(target)
-        if why:
-            raise CheckpointError(f"will not save: {why}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        target = Path(target).absolute()
+        if target.exists() or target.is_symlink():
+            if not overwrite:
+                raise CheckpointError(f"{target} exists (pass overwrite=True, or --overwrite, to replace it)")
+            why = replace_problem(target)
+            if why:
+                raise CheckpointError(f"will not save: {why}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long, a file where a folder should be …
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"cannot save to {str(target)[:300]}: {type(e).__name__}: {str(e)[:200]}") from None
     try:
         yield tmp
         _usual_modes(tmp)
@@ -176,6 +184,10 @@ def atomic_folder(target: Path, overwrite: bool = True) -> Iterator[Path]:
                 os.rename(tmp, target)
                 return
         shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint, now at the temporary name
+    except OSError as e:  # a full disk, a file too large, a permission: nothing was replaced
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write {target}: {type(e).__name__}: {str(e)[:200]} (the previous "
+                              "contents, if any, are untouched)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

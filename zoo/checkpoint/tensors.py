@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -69,7 +70,10 @@ class Entry:
 def read_header(path: Path) -> dict[str, Entry]:
     """Tensor entries of a safetensors file, every offset and size checked against the file."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a plain file")
+        size = st.st_size
         with open(path, "rb") as fh:
             raw_len = fh.read(8)
             if len(raw_len) < 8:
@@ -103,8 +107,8 @@ def read_header(path: Path) -> dict[str, Entry]:
             if b2 < e1:
                 raise ValueError(f"tensors {n1} and {n2} overlap")
         return out
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:  # UnicodeDecodeError: a ValueError
+        raise CheckpointError(f"{path}: corrupt safetensors file ({str(e)[:200] or type(e).__name__})") from None
 
 
 def safetensors_files(folder: Path, index_name: str = INDEX_FILE, root: Path | None = None) -> dict[str, Path]:
@@ -118,7 +122,7 @@ def safetensors_files(folder: Path, index_name: str = INDEX_FILE, root: Path | N
             assert isinstance(weight_map, dict)
         except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError, RecursionError) as e:
             raise CheckpointError(f"{index}: not a safetensors index ({type(e).__name__}: {str(e)[:200]})") from None
-        for f in set(map(str, weight_map.values())) | {f for f in weight_map.values() if not isinstance(f, str)}:
+        for f in weight_map.values():
             why = escape_reason(folder, f, root)
             if why:
                 raise CheckpointError(f"{index}: a shard name {why}")
@@ -237,11 +241,22 @@ def check_loaded(model: nn.Module) -> None:
         raise CheckpointError(f"parameters left unloaded: {left[:5]}")
 
 
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, its failures (a full disk, a file too large) as OSErrors, which
+    the atomic folder a save writes into turns into a CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(dict(tensors), str(path), metadata=metadata)
+    except SafetensorError as e:
+        raise OSError(f"{path.name}: {e}") from None
+
+
 def save_sharded(state: Mapping[str, torch.Tensor], folder: Path, max_shard_bytes: int = 5 * 2**30,
                  metadata: dict[str, str] | None = None, progress: bool | None = None) -> list[str]:
     """Write safetensors shards no bigger than `max_shard_bytes` (one tensor may exceed it)
     under transformers' names (model.safetensors, or model-0000k-of-0000n + the index)."""
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     plan: list[list[str]] = [[]]
@@ -260,7 +275,7 @@ def save_sharded(state: Mapping[str, torch.Tensor], folder: Path, max_shard_byte
                leave=False)
     for fname, keys in zip(names, plan):
         shard = {k: state[k].detach().contiguous().cpu() for k in keys}
-        save_file(shard, str(Path(folder) / fname), metadata={"format": "pt", **(metadata or {})})
+        write_safetensors(shard, Path(folder) / fname, metadata={"format": "pt", **(metadata or {})})
         weight_map.update({k: fname for k in keys})
         bar.update()
     bar.close()

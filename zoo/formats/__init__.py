@@ -25,7 +25,7 @@ from ..checkpoint import (
     SafetensorsSource,
     read_document,
 )
-from ..compiler.paths import links_out
+from ..compiler.paths import unsafe_entries
 from ..compiler.schema import ModelSpec
 from .hf import MODEL_TYPES, spec_from_hf_config
 from .keymap import (
@@ -155,9 +155,10 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
     files are links into its repo's blobs): a symlink out is refused before anything is read."""
     folder = Path(folder)
     kind = detect(folder)
-    out = links_out(folder, root)
+    out = unsafe_entries(folder, root)
     if out:
-        raise CheckpointError(f"{folder}: links to files outside the checkpoint: {', '.join(out[:3])}")
+        raise CheckpointError(f"{folder}: holds what a checkpoint may not (links out of it, special files): "
+                              f"{', '.join(out[:3])}")
     name = folder.resolve().name
     if kind == "zoo":
         doc = read_document(folder)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, SafetensorsSource, read_header
+from ..checkpoint.tensors import write_safetensors
 from ..compiler.schema import (
     Attention,
     Decoder,
@@ -162,9 +163,7 @@ def _vision_params(spec: ModelSpec) -> dict[str, Any]:
 
 def write_mistral(external: Mapping[str, torch.Tensor], params: dict[str, Any], folder: Path) -> list[str]:
     """consolidated.safetensors + params.json."""
-    from safetensors.torch import save_file
-
     tensors = {k: t.detach().cpu().contiguous() for k, t in external.items()}
-    save_file(tensors, str(Path(folder) / TENSORS_FILE), metadata={"format": "pt"})
+    write_safetensors(tensors, Path(folder) / TENSORS_FILE, metadata={"format": "pt"})
     (Path(folder) / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
     return [TENSORS_FILE, PARAMS_FILE]

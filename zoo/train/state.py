@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..checkpoint import atomic_folder
+from ..checkpoint.tensors import write_safetensors
 from ..compiler.errors import ZooError
 from ..formats.export import save_into
 
@@ -129,9 +130,9 @@ def write_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.opti
         tdir = staged / TRAINER_DIR
         tdir.mkdir()
         tensors, groups = optimizer_to_files(optimizer, names)
-        save_file(tensors, tdir / "optimizer.safetensors")
+        write_safetensors(tensors, tdir / "optimizer.safetensors")
         (tdir / "optimizer.json").write_text(json.dumps({"param_groups": groups}, indent=1) + "\n")
-        save_file(rng_tensors(), tdir / "rng.safetensors")
+        write_safetensors(rng_tensors(), tdir / "rng.safetensors")
         (tdir / STATE_FILE).write_text(json.dumps({"format": FORMAT_VERSION, **state}, indent=1) + "\n")
 
     with atomic_folder(folder) as tmp:
