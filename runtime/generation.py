@@ -28,18 +28,42 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     return tokens.to(device), mask.to(device)
 
 
+def vocab_of(model: nn.Module) -> int | None:
+    return getattr(getattr(model, "cfg", None), "vocab_size", None)
+
+
 def context_of(model: nn.Module) -> int | None:
     """The positions the model was built for (its spec's max_seq_len), when it says."""
     return getattr(getattr(model, "cfg", None), "max_seq_len", None)
 
 
-def as_prompt_list(prompts: torch.Tensor | Sequence[Sequence[int]] | Sequence[int]) -> list[list[int]]:
+def _is_id(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def as_prompt_list(prompts: torch.Tensor | Sequence[Sequence[int]] | Sequence[int],
+                   vocab_size: int | None = None) -> list[list[int]]:
+    """Prompts as lists of token ids: a 1-D or 2-D integer tensor, a list of ids, or a list of
+    such lists; UsageError for anything else, or for an id outside [0, vocab_size)."""
     if isinstance(prompts, torch.Tensor):
-        return [list(map(int, row)) for row in (prompts[None] if prompts.dim() == 1 else prompts).tolist()]
-    prompts = list(prompts)
-    if prompts and isinstance(prompts[0], int):
-        return [list(prompts)]  # type: ignore[arg-type]
-    return [list(p) for p in prompts]  # type: ignore[arg-type]
+        if prompts.dim() not in (1, 2) or prompts.is_floating_point() or prompts.is_complex() or \
+                prompts.dtype == torch.bool:
+            raise UsageError(f"prompt tokens: expected a 1-D or 2-D integer tensor, got {prompts.dtype} "
+                             f"{list(prompts.shape)}")
+        rows = (prompts[None] if prompts.dim() == 1 else prompts).tolist()
+    elif isinstance(prompts, (list, tuple)):
+        rows = [list(prompts)] if prompts and _is_id(prompts[0]) else list(prompts)
+        if not all(isinstance(r, (list, tuple)) and all(_is_id(t) for t in r) for r in rows):
+            raise UsageError("prompt tokens: expected a list of token ids (ints) or a list of such lists")
+        rows = [list(r) for r in rows]
+    else:
+        raise UsageError(f"prompt tokens: expected token ids, got {type(prompts).__name__} (text goes to "
+                         "generate_text)")
+    if vocab_size is not None:
+        bad = [t for r in rows for t in r if not 0 <= t < vocab_size]
+        if bad:
+            raise UsageError(f"prompt tokens: id {bad[0]} is outside the vocabulary (0 .. {vocab_size - 1})")
+    return rows
 
 
 @torch.no_grad()
@@ -51,7 +75,9 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
     `prefill_kwargs` go to the prompt's forward only (a vision-language model's `images`).
     UsageError for sampling arguments out of range or a request past the model's context."""
     check_sampling(temperature, top_k, top_p)
-    rows = as_prompt_list(prompts)
+    if seed is not None and not _is_id(seed):
+        raise UsageError(f"seed must be an integer, got {seed!r}")
+    rows = as_prompt_list(prompts, vocab_of(model))
     check_length(max_new_tokens, max((len(r) for r in rows), default=0), context_of(model))
     device = next(model.parameters()).device
     if generator is None and seed is not None:

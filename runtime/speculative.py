@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .generation import as_prompt_list, context_of, left_pad
+from .generation import as_prompt_list, context_of, left_pad, vocab_of
 from .sampling import check_length
 
 
@@ -37,7 +37,7 @@ def speculative_generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequ
                          ) -> tuple[list[list[int]], SpeculativeStats]:
     n_future = getattr(model, "n_future", 1)
     k = n_future - 1 if n_draft is None else min(n_draft, n_future - 1)
-    rows = as_prompt_list(prompts)
+    rows = as_prompt_list(prompts, vocab_of(model))
     check_length(max_new_tokens, max((len(r) for r in rows), default=0), context_of(model))
     device = next(model.parameters()).device
     stops = set(int(s) for s in stop_tokens)

@@ -50,7 +50,10 @@ def model_names() -> list[str]:
 
 def find(name: str) -> Path:
     """The spec file for a catalog name (`llama-2-7b` or `llama/llama-2-7b`)."""
-    path = resolver().find(name)
+    try:
+        path = resolver().find(name)
+    except ValueError:  # a path (absolute, ..): not a catalog name
+        path = None
     if path is None:
         raise UnknownModelError(name, model_names())
     return path

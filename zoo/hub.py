@@ -135,6 +135,8 @@ def hub_errors(repo_id: str, revision: str | None = None, token: Any = None) -> 
                        f"read {READ_TIMEOUT:g} s: ZOO_HUB_CONNECT_TIMEOUT / ZOO_HUB_READ_TIMEOUT)") from None
     except httpx2.HTTPError as e:  # connection refused, cut short, protocol errors
         raise HubError(f"{at}: the Hub could not be reached ({type(e).__name__}: {str(e)[:300]})") from None
+    except ValueError as e:  # an answer that is not the JSON the client expects
+        raise HubError(f"{at}: the Hub's answer could not be read ({type(e).__name__}: {str(e)[:200]})") from None
     except OSError as e:  # DNS, disk
         raise HubError(f"{at}: {type(e).__name__}: {str(e)[:300]}") from None
 

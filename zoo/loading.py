@@ -45,7 +45,10 @@ def resolve_source(name: str | Path, *, revision: str | None = None, token: str 
                    cache_dir: str | Path | None = None, force_download: bool = False,
                    verify: bool | None = None) -> tuple[Path, ModelSpec | None]:
     """(local folder holding the checkpoint, the catalog spec if `name` was a catalog name)."""
-    p = Path(name).expanduser()
+    try:
+        p = Path(name).expanduser()
+    except RuntimeError:  # ~user that does not exist
+        p = Path(name)
     if is_folder(p):
         if revision is not None:
             raise CheckpointError(f"{name}: a local folder has no revisions (revision={revision!r})")

@@ -23,6 +23,7 @@ from .compiler.schema import ModelSpec
 from .formats.export import save
 from .hub import push
 from .runtime.memory import huge_page_empty
+from .runtime.sampling import check_sampling
 from .runtime.tokenizers.infill import InfillTokens, build_infill_prompt
 
 
@@ -70,6 +71,8 @@ class ModelMixin:
         differently from one at a time, which can flip a near-tie and change the text.
         `images` (vision-language models): a list for one prompt, a list per prompt for a batch;
         `[IMG]` in a prompt marks where its next image goes, else its images come first."""
+        check_text(prompt)
+        check_sampling(kw.get("temperature", 0.0), kw.get("top_k"), kw.get("top_p"))
         if images is not None:
             return vlm.generate_with_images(self, prompt, images, max_new_tokens, **kw)
         tok = self._need_tokenizer()
@@ -173,8 +176,9 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     out = getattr(torch, str(dtype), None)
-    if not isinstance(out, torch.dtype):
-        raise UsageError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    if not isinstance(out, torch.dtype) or not out.is_floating_point:
+        raise UsageError(f"{'unknown' if not isinstance(out, torch.dtype) else 'not a weight'} dtype {dtype!r}; "
+                         "use float32, bfloat16 or float16")
     return out
 
 
@@ -185,9 +189,21 @@ def parse_device(device: str | torch.device) -> torch.device:
         out = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise UsageError(f"unknown device {device!r}; use cpu, cuda, cuda:N or xla") from None
+    if out.type == "meta":
+        raise UsageError("device 'meta' holds no weights; build with init='meta' for a model without them")
     if out.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device!r}: no CUDA device here (this torch build or machine has none); use cpu")
     return out
+
+
+def check_text(prompt: Any) -> None:
+    """A text prompt is a string, or a non-empty list of strings."""
+    if isinstance(prompt, str):
+        return
+    if not isinstance(prompt, (list, tuple)) or not prompt or not all(isinstance(p, str) for p in prompt):
+        raise UsageError(f"a prompt is a string or a list of strings, got {type(prompt).__name__}"
+                         + (f" of {sorted({type(p).__name__ for p in prompt})}" if isinstance(prompt, (list, tuple))
+                            else ""))
 
 
 def check_name(name: Any) -> Any:
@@ -209,5 +225,5 @@ def is_folder(path: str | Path) -> bool:
     """Path.is_dir that answers False, not an exception, for names the OS refuses (too long)."""
     try:
         return Path(path).expanduser().is_dir()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: ~user that does not exist
         return False

@@ -102,6 +102,8 @@ class VisionEncoder(nn.Module):
             raise VisionInputError(f"image {i}: expected a [{c.channels}, H, W] tensor, got {shape}")
         if not image.is_floating_point():
             raise VisionInputError(f"image {i}: expected floating-point pixels (normalized), got {image.dtype}")
+        if not bool(torch.isfinite(image).all()):
+            raise VisionInputError(f"image {i}: pixels hold NaN or infinity")
         h, w = image.shape[1:]
         if h == 0 or w == 0 or h % c.patch_size or w % c.patch_size:
             raise VisionInputError(f"image {i}: height and width must be positive multiples of the patch size "
