@@ -114,6 +114,8 @@ class Attention(Kind):
             out.append(Problem(node.path, "k and v sizes differ"))
         if self.rope is not None and self.head_dim % 2:  # type: ignore[operator]
             out.append(Problem(node.path, f"RoPE needs an even head_dim, got {self.head_dim}"))
+        rope_problems = getattr(self.rope, "head_problems", None)  # partial rotary, per-frequency scaling data
+        out += [Problem(node.path, why) for why in rope_problems(self.head_dim)] if rope_problems else []
         return out
 
     def cost(self, node: Node, ctx: Any, inner: Cost) -> Cost:

@@ -53,9 +53,16 @@ class Attention(nn.Module):
         """What this attention computes beyond q/k/v/o projections and RoPE; fused kernels that
         implement only that plain form (the native decode step, grouped heads) decline blocks
         with any extra."""
-        return ["q/k norm"] if self.q_norm is not None else []
+        c = self.cfg
+        partial = c.rope is not None and c.rope.width(c.head_dim) < c.head_dim
+        return ["q/k norm"] * (self.q_norm is not None) + ["partial rotary"] * partial
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x rotated by the tables, which cover its leading `width` dims (partial rotary: the
+        rest pass through, as in transformers' GPT-NeoX, Phi and StableLM)."""
+        width = cos.shape[-1]
+        if width < x.shape[-1]:
+            return torch.cat((self._rope(x[..., :width], cos, sin), x[..., width:]), dim=-1)
         if self.rope_kernel is not None:
             y = self.rope_kernel(x, cos, sin)
             if y is not None:

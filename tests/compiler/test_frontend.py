@@ -308,7 +308,7 @@ def test_fingerprint() -> None:
 _ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$defs", "discriminator"}
 _KEYWORDS = {"$ref", "anyOf", "oneOf", "allOf", "const", "enum", "type", "properties", "required",
              "additionalProperties", "propertyNames", "items", "pattern", "minimum", "maximum",
-             "exclusiveMinimum", "exclusiveMaximum"}
+             "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems"}
 _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
 
@@ -380,6 +380,8 @@ def validate(x: Any, schema: dict[str, Any], root: dict[str, Any], at: str = "$"
     if isinstance(x, list) and isinstance(schema.get("items"), dict):
         for i, v in enumerate(x):
             errors += validate(v, schema["items"], root, f"{at}[{i}]")
+    if isinstance(x, list) and not schema.get("minItems", 0) <= len(x) <= schema.get("maxItems", len(x)):
+        errors.append(f"{at}: {len(x)} items, outside [{schema.get('minItems', 0)}, {schema.get('maxItems')}]")
     if isinstance(x, str) and "pattern" in schema and not re.search(schema["pattern"], x):
         errors.append(f"{at}: {x!r} does not match {schema['pattern']}")
     if _is_type(x, "number"):
