@@ -1,11 +1,18 @@
-"""Sparse mixture of experts (Mixtral; Branch-Train-MiX): out = sum over the k experts a router
-picks of g_i(x) * expert_i(x).
+"""Sparse mixture of experts (Mixtral; Qwen2-MoE; Branch-Train-MiX): out = sum over the k experts a
+router picks of g_i(x) * expert_i(x) [+ sigmoid(shared_gate x) * shared(x)].
 
-Routing follows transformers' Mixtral exactly: router logits W x in the activations' dtype, a
-float32 softmax over all experts, the top k kept and renormalized to sum to 1 (the same as a
-softmax over the k kept logits), routing weights kept in float32. Dispatch is sparse: the
-(token, expert) pairs are sorted by expert, each expert runs once on its contiguous slice of
-tokens, and the weighted results are added back per token with index_add (no dense E x compute).
+Routing follows transformers exactly: router logits W x in the activations' dtype, a float32
+softmax over all experts, the top k kept and, for Mixtral, renormalized to sum to 1 (the same as
+a softmax over the k kept logits; Qwen2-MoE's `norm_topk_prob: false` keeps them as they are).
+Mixtral scales the experts' outputs by float32 weights; Qwen2-MoE rounds the weights to the
+activations' dtype first (`float32_weights`), which differs below float32. Dispatch is sparse:
+the (token, expert) pairs are sorted by expert, each expert runs once on its contiguous slice of
+tokens, and each token's k weighted results are summed in one reduction, as transformers 5's
+default experts implementation does (bit-equal in bfloat16; no dense E x compute).
+
+Qwen2-MoE's shared expert is a dense FFN module every token runs (its Build comes from the
+compiler, so any dense FFN kind works), scaled by sigmoid of a 1-wide bias-free linear when
+gated, and added after the routed sum, all in the activations' dtype, as transformers does.
 
 The Switch load-balancing loss (E * sum_i f_i * P_i) needs every MoE layer's router logits of
 one forward: `record_routing(model)` collects them, and `CausalLM.loss` adds
@@ -22,13 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .build import Build
 from .ffn import ACTIVATIONS
 from .layers import Linear
 
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """A router and n_experts FFNs of one shape (bias-free; gated or a plain MLP), top_k per token."""
+    """A router and n_experts FFNs of one shape (bias-free; gated or a plain MLP), top_k per token;
+    optionally a shared dense FFN (built from `shared`) on every token, sigmoid-gated or not."""
 
     n_experts: int
     top_k: int
@@ -37,6 +46,9 @@ class MoEConfig:
     gated: bool = True
     aux_loss_coef: float = 0.01
     normalize_top_k: bool = True
+    float32_weights: bool = True  # False: routing weights cast to the activations' dtype (Qwen2-MoE)
+    shared: Build | None = None  # the shared expert's module, called with (dim)
+    shared_gate: bool = False
 
 
 class Experts(nn.Module):
@@ -120,13 +132,16 @@ def load_balancing_loss(router_logits: Sequence[torch.Tensor], n_experts: int, t
 
 
 class MoE(nn.Module):
-    """router: Linear(dim -> n_experts); experts: stacked weights; sparse top-k dispatch."""
+    """router: Linear(dim -> n_experts); experts: stacked weights; sparse top-k dispatch; shared:
+    a dense FFN on every token (None without), shared_gate: Linear(dim -> 1) (None: ungated)."""
 
     def __init__(self, dim: int, cfg: MoEConfig):
         super().__init__()
         self.cfg = cfg
         self.router = Linear(dim, cfg.n_experts, bias=False)
         self.experts = Experts(dim, cfg)
+        self.shared = cfg.shared(dim) if cfg.shared is not None else None
+        self.shared_gate = Linear(dim, 1, bias=False) if cfg.shared_gate else None
         self.recording: Routing | None = None  # set by record_routing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,24 +153,37 @@ class MoE(nn.Module):
             self.recording.logits.append(logits)
             self.recording.chosen.append(chosen)
             self.recording.configs.append(self.cfg)
-        return self.dispatch(x, weights, chosen).reshape(shape)
+        if not self.cfg.float32_weights:
+            weights = weights.to(logits.dtype)
+        out = self.dispatch(x, weights, chosen)
+        if self.shared is not None:
+            shared = self.shared(x)
+            if self.shared_gate is not None:
+                shared = torch.sigmoid(self.shared_gate(x)) * shared
+            out = out + shared  # routed + shared, transformers' order
+        return out.reshape(shape)
 
     def dispatch(self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """sum_j weights[t, j] * expert_{chosen[t, j]}(x[t]) for every token t, each expert run
-        once on the tokens routed to it."""
-        k = chosen.shape[-1]
+        once on the tokens routed to it.
+
+        The numerics of transformers 5's default experts implementation (`grouped_mm`): each
+        output is weighted in the routing weights' dtype, put back in (token, j) order and the
+        k terms of a token summed with one reduction (float32 accumulation, one rounding). Its
+        `eager` loop instead adds expert by expert in the activations' dtype, which differs in
+        the last bit of bfloat16 outputs when top_k > 2."""
+        n, k = x.shape[0], chosen.shape[-1]
+        if n == 0:
+            return torch.zeros_like(x)
         flat = chosen.reshape(-1)  # slot s belongs to token s // k
         order = torch.argsort(flat, stable=True)
         counts = torch.bincount(flat, minlength=self.cfg.n_experts).tolist()
-        token = order // k
-        grouped = x.index_select(0, token)
+        grouped = x.index_select(0, order // k)
         outs = [self.experts.expert(i, part) for i, part in enumerate(grouped.split(counts)) if counts[i]]
-        out = torch.zeros_like(x)
-        if not outs:
-            return out
-        # weighting in float32 (the routing weights' dtype), then back, as transformers does
-        y = (torch.cat(outs) * weights.reshape(-1)[order, None]).to(x.dtype)
-        return out.index_add_(0, token, y)
+        y = torch.cat(outs) * weights.reshape(-1)[order, None]
+        back = torch.empty_like(order)
+        back[order] = torch.arange(order.numel(), device=order.device)
+        return y[back].view(n, k, -1).sum(1).to(x.dtype)
 
 
 def moe_layers(model: nn.Module) -> list[MoE]:
