@@ -7,6 +7,7 @@ from . import (  # noqa: F401
            decoder,
            ffn,
            heads,
+           layout,
            moe,
            norm,
            ops,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from ...runtime.modules.build import Build
 from ...runtime.modules.norm import LayerNorm as LayerNormModule
 from ...runtime.modules.norm import (
@@ -35,13 +37,23 @@ class RMSNorm(_Norm):
     slots = ("norm",)
     kind: Literal["rmsnorm"] = "rmsnorm"
     eps: Eps = 1e-5
+    unit_offset: bool = Field(False, description="scale by (1 + weight), weights stored as offsets (Gemma)")
+
+    def describe(self) -> str:
+        return super().describe() + (", scale 1+w" if self.unit_offset else "")
+
+    def params(self, ctx: Scope) -> list[Param]:
+        return [Param("weight", (ctx.width,), "zeros" if self.unit_offset else "ones")]
 
     def kernels(self, node: Node, backend: Any) -> list[KernelRow]:
+        if self.unit_offset:
+            return [KernelRow(node.path, self.kind_name, "float32 rsqrt(mean(x^2)+eps) * (1+w), cast back",
+                              "Gemma numerics: scale in float32")]
         return [KernelRow(node.path, self.kind_name, "float32 rsqrt(mean(x^2)+eps), cast back",
                           "LLaMA numerics: normalize in float32")]
 
     def lower(self, node: Node | None = None, backend: Any = None) -> Build:
-        return Build.of(RMSNormModule, eps=self.eps)
+        return Build.of(RMSNormModule, eps=self.eps, unit_offset=self.unit_offset)
 
 
 @register

@@ -54,6 +54,8 @@ def structure(block: Any) -> tuple[bool, str]:
         return False, f"{type(block).__name__} is not a plain decoder block"
     if not (isinstance(block.attn_norm, RMSNorm) and isinstance(block.ffn_norm, RMSNorm)):
         return False, "norm is not RMSNorm"
+    if block.attn_norm.unit_offset or block.ffn_norm.unit_offset:
+        return False, "RMSNorm scales by (1 + w)"
     if block.attn_norm.eps != block.ffn_norm.eps:
         return False, "the two norms' eps differ"
     a = block.attn

@@ -25,6 +25,10 @@ class BlockConfig:
     attention: AttentionConfig
     ffn: Build  # called with (dim)
     norm: Build  # called with (dim), once per norm
+    layout: Build | None = None  # the block module, called with (dim, self, backend, layer); None: Block
+
+    def build(self, dim: int, backend: Backend, layer: int) -> nn.Module:
+        return (self.layout or Build.of(Block))(dim, self, backend, layer)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class DecoderConfig:
     tie_embeddings: bool = False
     # multi-token prediction: one block per future token, each applied to the trunk's output
     head_blocks: tuple[BlockConfig, ...] = ()
+    embed_scale: float | None = None  # token embeddings times this (Gemma: sqrt(dim)), in their dtype
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma-2)
 
     @property
     def n_layers(self) -> int:
@@ -74,7 +80,7 @@ class CausalLM(nn.Module):
         self.cfg = cfg
         self.backend = backend
         self.embed = Embedding(cfg.vocab_size, cfg.dim)
-        self.blocks = nn.ModuleList(Block(cfg.dim, b, backend, i) for i, b in enumerate(cfg.blocks))
+        self.blocks = nn.ModuleList(b.build(cfg.dim, backend, i) for i, b in enumerate(cfg.blocks))
         self.norm = cfg.norm(cfg.dim)
         self.output = None if cfg.tie_embeddings else Linear(cfg.dim, cfg.vocab_size, bias=False)
 
@@ -204,16 +210,25 @@ class CausalLM(nn.Module):
                       segment_ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, T, dim); `embeds` replaces the token embedding lookup."""
         layout, positions = self._layout(tokens, attention_mask, positions, cache, segment_ids)
-        x = self.embed(tokens) if embeds is None else embeds
+        x = self.embed_tokens(tokens) if embeds is None else embeds
         x = self.run_blocks(self.blocks, x, positions, layout, cache, {})
         if cache is not None:
             cache.length = layout.start + layout.q_len
         return self.norm(x)
 
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The token embeddings the first block reads (scaled where the spec says)."""
+        x = self.embed(tokens)
+        if self.cfg.embed_scale is not None:
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype, device=x.device)
+        return x
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         w = self.embed.weight if self.output is None else self.output.weight
         y = self._linear(h, w, None) if self._linear is not None else None
-        return (F.linear(h, w) if y is None else y).float()
+        out = (F.linear(h, w) if y is None else y).float()
+        cap = self.cfg.logit_softcap
+        return out if cap is None else torch.tanh(out / cap) * cap
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, cache: KVCache | None = None,

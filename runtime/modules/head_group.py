@@ -30,9 +30,15 @@ def groupable(blocks: Sequence[nn.Module]) -> bool:
     """True when the blocks share one shape: RMSNorm, bias-free attention, bias-free gated FFN."""
     if len(blocks) < 2:
         return False
+    from .decoder import Block  # a plain pre-norm block: the stacked step implements that layout only
+
     first = blocks[0]
     for b in blocks:
+        if type(b) is not Block:
+            return False
         if not (isinstance(b.attn_norm, RMSNorm) and isinstance(b.ffn_norm, RMSNorm) and isinstance(b.ffn, GatedFFN)):
+            return False
+        if b.attn_norm.unit_offset or b.ffn_norm.unit_offset:
             return False
         if b.attn.extras() or b.attn.cfg != first.attn.cfg or b.ffn.act is not first.ffn.act or b.attn_norm.eps != first.attn_norm.eps:
             return False

@@ -25,7 +25,7 @@ class MultiTokenLM(CausalLM):
     def __init__(self, cfg: DecoderConfig, backend: Backend):
         super().__init__(cfg, backend)
         n_trunk = len(cfg.blocks)
-        self.heads = nn.ModuleList(Block(cfg.dim, b, backend, n_trunk + j) for j, b in enumerate(cfg.head_blocks))
+        self.heads = nn.ModuleList(b.build(cfg.dim, backend, n_trunk + j) for j, b in enumerate(cfg.head_blocks))
         # inference runs the heads as one batched block when they share a shape (head_group.py)
         self._group = HeadGroup(list(self.heads)) if groupable(list(self.heads)) else None
 
@@ -51,7 +51,7 @@ class MultiTokenLM(CausalLM):
               segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple]:
         layout, positions = self._layout(tokens, attention_mask, positions, cache, segment_ids)
         tables: dict = {}
-        h = self.run_blocks(self.blocks, self.embed(tokens), positions, layout, cache, tables)
+        h = self.run_blocks(self.blocks, self.embed_tokens(tokens), positions, layout, cache, tables)
         return h, (positions, layout, cache, tables)
 
     def head_states(self, h: torch.Tensor, ctx: tuple, heads: Sequence[int]) -> torch.Tensor:
@@ -82,7 +82,7 @@ class MultiTokenLM(CausalLM):
         if self._step is not None and cache is not None and segment_ids is None:
             layout, positions = self._layout(tokens, attention_mask, positions, cache, None)
             tables: dict = {}
-            x = self.embed(tokens)
+            x = self.embed_tokens(tokens)
             blocks = list(self.blocks) + [self.heads[i] for i in heads]
             hs = self._step(blocks, x, [self.rope_for(b, positions, torch.float32, tables) for b in blocks], layout, cache,
                             parallel=len(heads))

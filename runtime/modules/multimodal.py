@@ -82,7 +82,7 @@ class VisionLanguageLM(CausalLM):
 
     def embed_with_images(self, tokens: torch.Tensor, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Token embeddings (B, T, dim) with the [IMG] positions holding the images' features."""
-        x = self.embed(tokens)
+        x = self.embed_tokens(tokens)
         is_image = tokens == self.vl_cfg.image_token_id
         n_tokens = int(is_image.sum())
         images = list(images)
