@@ -67,7 +67,8 @@ def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None 
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
          device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
-         verify: bool | None = None, on_nonfinite: str = "warn") -> nn.Module:
+         verify: bool | None = None, on_nonfinite: str = "warn", spec: str | Path | ModelSpec | None = None,
+         format: str | None = None) -> nn.Module:
     """A model with weights, from any of:
 
     - a local folder: zoo's own (zoo.yaml), a transformers folder (config.json + safetensors) or
@@ -82,12 +83,19 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
     file's sha256; `token` reads private repos (default: HF_TOKEN or the stored login). Weights
     holding NaN or infinity are named in a NonFiniteWeightsWarning (`on_nonfinite="error"`
     refuses them, `"ignore"` skips the check).
+
+    `spec` (a catalog name, a YAML path or a ModelSpec) says what to build instead of what the
+    folder's config says, and `format` (a key-map name or YAML path) where its tensors are: a new
+    architecture's folder loads with no Python. A config.json zoo can read must still describe
+    the spec's math (a CheckpointError says where it differs).
     """
+    if spec is not None and not isinstance(spec, ModelSpec):
+        spec = check_name(spec)
     return loading.load(check_name(name), overrides, backend=backend, device=parse_device(device),
                         dtype=parse_dtype(dtype),
                         revision=revision,
                         token=token, cache_dir=cache_dir, force_download=force_download, verify=verify,
-                        on_nonfinite=on_nonfinite)
+                        on_nonfinite=on_nonfinite, spec=spec, layout=check_name(format) if format is not None else None)
 
 
 def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,

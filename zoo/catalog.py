@@ -1,8 +1,10 @@
-"""The spec catalog: every model YAML shipped in `zoo.specs`, found by name."""
+"""The spec catalog: every model YAML shipped in `zoo.specs`, and in the folders of the ZOO_PATH
+environment variable (colon-separated, searched first), found by name."""
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +20,21 @@ def specs_root() -> Path:
     return Path(specs.__file__).parent
 
 
-@functools.lru_cache(maxsize=1)
+def search_roots() -> list[Path]:
+    """The folders specs and formats are found in: ZOO_PATH's (in order), then the package's.
+    A folder's specs lie anywhere under it, its key maps in `formats/`, its transformers families
+    in `formats/transformers/`."""
+    user = [Path(p).expanduser() for p in os.environ.get("ZOO_PATH", "").split(os.pathsep) if p.strip()]
+    return [*user, specs_root()]
+
+
 def resolver() -> SpecResolver:
-    return SpecResolver([specs_root()])
+    return _resolver(tuple(search_roots()))
+
+
+@functools.lru_cache(maxsize=8)
+def _resolver(roots: tuple[Path, ...]) -> SpecResolver:
+    return SpecResolver(list(roots))
 
 
 @dataclass(frozen=True)
@@ -33,9 +47,13 @@ class Entry:
     chain: tuple[str, ...] = ()  # the files it extends, itself first
 
 
-@functools.lru_cache(maxsize=1)
 def entries() -> tuple[Entry, ...]:
     """Every spec file in the catalog (family files included, marked abstract)."""
+    return _entries(tuple(search_roots()))
+
+
+@functools.lru_cache(maxsize=8)
+def _entries(roots: tuple[Path, ...]) -> tuple[Entry, ...]:
     out = []
     for name, path in sorted(resolver().index().items()):
         raw = load_raw(path, resolver())
@@ -62,7 +80,7 @@ def find(name: str) -> Path:
 def load_raw_spec(name_or_path: str | Path) -> RawSpec:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        return load_raw(p, SpecResolver([p.parent, specs_root()], recursive=[specs_root()]))
+        return load_raw(p, SpecResolver([p.parent, *search_roots()], recursive=search_roots()))
     return load_raw(find(str(name_or_path)), resolver())
 
 

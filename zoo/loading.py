@@ -137,7 +137,8 @@ def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str
 
 def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[str] = (), *,
                 backend: str | None = None, device: str | torch.device = "cpu",
-                dtype: torch.dtype | None = None, verify: bool | None = None, on_nonfinite: str = "warn") -> nn.Module:
+                dtype: torch.dtype | None = None, verify: bool | None = None, on_nonfinite: str = "warn",
+                layout: str | None = None) -> nn.Module:
     """Load a checkpoint folder in any known format (zoo, transformers, Meta, Mistral).
 
     `base_spec` (a catalog spec, overrides already applied) is used for folders that carry no
@@ -145,11 +146,12 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
 
     `verify`: None checks that every file zoo.yaml lists has its size (cheap); True also checks
     each file's sha256; False skips both. Safetensors headers are always checked against the
-    file sizes."""
+    file sizes. `layout`: read the folder's tensors with this format (name or YAML path) and
+    `base_spec`, for a layout zoo does not detect."""
     folder = Path(folder)
     root = snapshot_root(folder)
     with folder_lock(folder, shared=True):  # a save swapping this folder waits until its files are open
-        ckpt = open_checkpoint(folder, base_spec, root)
+        ckpt = open_checkpoint(folder, base_spec, root, layout)
         if ckpt.files and verify is not False:
             verify_files(folder, ckpt.files, checksums=bool(verify))
     spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
@@ -168,11 +170,16 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
          device: str | torch.device = "cpu", dtype: torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
-         verify: bool | None = None, on_nonfinite: str = "warn") -> nn.Module:
+         verify: bool | None = None, on_nonfinite: str = "warn", spec: str | Path | ModelSpec | None = None,
+         layout: str | None = None) -> nn.Module:
     """`zoo.load` (see its docstring): the source resolved, then `load_folder`."""
     folder, base_spec = resolve_source(name, revision=revision, token=token, cache_dir=cache_dir,
                                        force_download=force_download, verify=verify)
-    if base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
+    if spec is not None:  # the user's spec replaces the folder's or the catalog's
+        base_spec = spec if isinstance(spec, ModelSpec) else catalog.get_spec(spec, overrides)
+        if isinstance(spec, ModelSpec) and overrides:
+            base_spec = override_spec(spec, overrides)
+    elif base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
         base_spec = catalog.get_spec(str(name), overrides)
     return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify,
-                       on_nonfinite=on_nonfinite)
+                       on_nonfinite=on_nonfinite, layout=layout)

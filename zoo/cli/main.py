@@ -16,6 +16,7 @@ from ..compiler.explain import render_accounting
 from ..compiler.frontend import apply_overrides
 from ..compiler.schema import json_schema
 from . import btx, train, weights
+from .options import add_spec_and_format
 
 
 def _flatten(data: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -98,7 +99,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    model = api.load(args.model, args.overrides, backend=args.backend, device=args.device, dtype=args.dtype)
+    model = api.load(args.model, args.overrides, backend=args.backend, device=args.device, dtype=args.dtype,
+                     spec=args.spec, format=args.format)
     model.eval()
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=args.seed)
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", action="append", default=[], metavar="FILE",
                    help="an image for a vision-language model (repeatable; [IMG] in the prompt marks where each "
                         "goes, else they come first)")
+    add_spec_and_format(p)
     _add_backend(p)
     p.set_defaults(func=cmd_generate)
 

@@ -11,11 +11,13 @@ import argparse
 from typing import Any
 
 from .. import api, hub
+from .options import add_spec_and_format
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     out = api.convert(args.source, args.dest, args.to, dtype=args.dtype, shards=args.shards,
-                  max_shard_size=args.max_shard_size, overwrite=args.overwrite, revision=args.revision, token=args.token)
+                  max_shard_size=args.max_shard_size, overwrite=args.overwrite, revision=args.revision, token=args.token,
+                      spec=args.spec, format=args.format)
     print(f"wrote {out} ({args.to})")
     return 0
 
@@ -47,6 +49,7 @@ def register(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
     p.add_argument("--revision", default=None, help="Hub source: branch, tag or commit")
     p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    add_spec_and_format(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("pull", help="download a model's weights into the Hub cache (and verify them)")

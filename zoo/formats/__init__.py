@@ -10,8 +10,8 @@ source must hold.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol
@@ -27,7 +27,8 @@ from ..checkpoint import (
 )
 from ..compiler.paths import unsafe_entries
 from ..compiler.schema import ModelSpec
-from .hf import MODEL_TYPES, spec_from_hf_config
+from .hf import model_types, spec_from_hf_config
+from .hf.family import difference
 from .keymap import (
     Format,
     Plan,
@@ -86,13 +87,14 @@ def detect(folder: Path) -> str:
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         model_type = _read_json(cfg_path).get("model_type")
-        if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+        known = model_types()
+        if not isinstance(model_type, str) or model_type not in known:
             raise CheckpointError(f"{cfg_path}: transformers model_type {model_type!r} has no zoo format yet "
-                                  f"(known: {', '.join(MODEL_TYPES)})")
+                                  f"(known: {', '.join(sorted(known))})")
         if not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
             raise CheckpointError(f"{folder}: only pytorch_model*.bin (pickle) weights; zoo reads safetensors. "
                                   "Re-save with transformers' save_pretrained(safe_serialization=True)")
-        return MODEL_TYPES[model_type]
+        return known[model_type]
     raise CheckpointError(f"{folder}: not a checkpoint: no {SPEC_FILE}, no config.json, no params.json + "
                           "consolidated.*.pth")
 
@@ -140,20 +142,26 @@ def _tokenizer_file(folder: Path, name: str = "tokenizer.model") -> Path | None:
     return None
 
 
-def _shape_facts(spec: ModelSpec) -> tuple[Any, ...]:
-    """What a config.json fixes about a model, to compare with a catalog spec."""
-    a = spec.arch.language_model()
-    blk = a.block(0)
-    att = blk.attention
-    return (a.dim, a.n_layers, a.vocab_size, a.tie_embeddings, att.n_heads, att.n_kv_heads, att.head_dim,
-            att.rope, att.qkv_bias, blk.ffn.kind, blk.ffn.hidden_dim, blk.norm.eps)
+def config_disagreement(spec: ModelSpec, from_cfg: ModelSpec) -> str | None:
+    """Where a spec's math differs from what a folder's config.json describes (None: it does
+    not): their runtime records, every block, compared; the context length may differ (a spec
+    can run shorter or longer than the config's max_position_embeddings)."""
+    ours, theirs = (a.config(a.ir("")) for a in (spec.arch.language_model(), from_cfg.arch.language_model()))
+    return difference(ours, dataclasses.replace(theirs, max_seq_len=ours.max_seq_len))
 
 
-def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path | None = None) -> Checkpoint:
+def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path | None = None,
+                    layout: str | None = None) -> Checkpoint:
     """Recognise `folder` and open its tensors (headers and maps only: nothing is read yet).
     No file it reads may lie outside `root` (default: the folder itself; a Hub cache snapshot's
-    files are links into its repo's blobs): a symlink out is refused before anything is read."""
+    files are links into its repo's blobs): a symlink out is refused before anything is read.
+
+    `layout` (a format name or YAML path) reads a transformers-style folder (config.json +
+    safetensors) with that key map and `base_spec` (required with it), for a model_type zoo does
+    not know; a config.json zoo can read must still describe `base_spec`'s math."""
     folder = Path(folder)
+    if layout is not None:
+        return _open_with_layout(folder, base_spec, root, layout)
     kind = detect(folder)
     out = unsafe_entries(folder, root)
     if out:
@@ -188,10 +196,34 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
     spec = from_cfg
     if base_spec is not None:
         spec = base_spec
-        if _shape_facts(base_spec) != _shape_facts(from_cfg):
-            warnings.warn(f"{folder}/config.json disagrees with the spec of {base_spec.name}; using the spec "
-                          f"(config.json: {_shape_facts(from_cfg)}, spec: {_shape_facts(base_spec)})", stacklevel=3)
+        why = config_disagreement(base_spec, from_cfg)
+        if why:
+            raise CheckpointError(f"{folder}/config.json describes other math than the spec {base_spec.name}: {why}")
     return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder, root=root), folder)
+
+
+def _open_with_layout(folder: Path, base_spec: ModelSpec | None, root: Path | None, layout: str) -> Checkpoint:
+    if base_spec is None:
+        raise CheckpointError(f"{folder}: a format ({layout}) needs a spec too: the spec says what to build, "
+                              "the format where its tensors are")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder")
+    out = unsafe_entries(folder, root)
+    if out:
+        raise CheckpointError(f"{folder}: holds what a checkpoint may not (links out of it, special files): "
+                              f"{', '.join(out[:3])}")
+    fmt = get_format(layout)
+    if fmt.storage != "safetensors":
+        raise CheckpointError(f"{folder}: format {fmt.name} is stored as {fmt.storage}; a spec and format pair "
+                              "reads safetensors folders")
+    if (folder / "config.json").is_file():
+        cfg = _read_json(folder / "config.json")
+        if cfg.get("model_type") in model_types():
+            why = config_disagreement(base_spec, spec_from_hf_config(cfg, folder.resolve().name))
+            if why:
+                raise CheckpointError(f"{folder}/config.json describes other math than the spec "
+                                      f"{base_spec.name}: {why}")
+    return Checkpoint(folder, fmt.name, base_spec, layout, SafetensorsSource(folder, root=root), folder)
 
 
 def _layout(detected: str, base_spec: ModelSpec | None) -> str:

@@ -26,7 +26,7 @@ from ..checkpoint.card import model_card
 from ..compiler.schema import ModelSpec
 from . import format_for
 from .hf import (
-    ARCHITECTURES,
+    architectures,
     generation_config,
     hf_format,
     hf_unsupported,
@@ -44,8 +44,9 @@ def default_layout(spec: ModelSpec) -> str:
     if hf_unsupported(spec) is not None:
         return CANONICAL
     fmt = spec.weights.format if spec.weights else None
-    own = hf_format(spec)  # hf-llama, or hf-mixtral for MoE specs
-    return fmt if fmt in ARCHITECTURES and ARCHITECTURES[fmt] == ARCHITECTURES[own] else own
+    own = hf_format(spec)  # its transformers family's key map (hf-llama, hf-mixtral ...)
+    classes = architectures()
+    return fmt if fmt in classes and classes[fmt] == classes[own] else own
 
 
 def _plan(model: nn.Module, layout: str) -> tuple[Plan, dict[str, torch.Tensor]]:
@@ -89,7 +90,7 @@ def write_checkpoint_files(model: nn.Module, folder: Path, *, layout: str | None
     state = external_state(model, layout)
     save_sharded(state, folder, max_shard_size, metadata={"zoo_fingerprint": spec.fingerprint(), "zoo_layout": layout},
                  progress=progress)
-    reason = hf_unsupported(spec) or (None if layout in ARCHITECTURES else f"its tensors use zoo's {layout} names")
+    reason = hf_unsupported(spec) or (None if layout in architectures() else f"its tensors use zoo's {layout} names")
     if reason is None:
         _write_json(folder / "config.json", to_hf_config(spec, _dtype(model)))
         _write_json(folder / "generation_config.json", generation_config(spec))

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 import yaml
 
-from ..catalog import specs_root
+from ..catalog import search_roots
 from ..checkpoint import KeyReport, compare_keys
 from ..compiler.errors import close_matches
 from ..compiler.ir import build_ir
@@ -110,25 +110,36 @@ def _glob(pattern: str) -> str:
     return ".*".join(re.escape(part) for part in pattern.split("*"))
 
 
-def formats_root() -> Path:
-    return specs_root() / "formats"
+def formats_roots() -> list[Path]:
+    """Where key maps are found: `formats/` of every ZOO_PATH folder, then the package's."""
+    return [root / "formats" for root in search_roots()]
 
 
 def format_names() -> list[str]:
-    return sorted(p.stem for p in formats_root().glob("*.yaml"))
+    return sorted({p.stem for root in formats_roots() for p in root.glob("*.yaml")})
+
+
+def get_format(name: str) -> Format:
+    """A format by name (the file formats/NAME.yaml in the search path, the first found), or
+    by the path of a YAML file (`./formats/my-layout.yaml`)."""
+    return _get_format(name, tuple(formats_roots()))
 
 
 @functools.lru_cache(maxsize=None)
-def get_format(name: str) -> Format:
-    """A format by name (the file specs/formats/NAME.yaml)."""
-    path = formats_root() / f"{name}.yaml"
+def _get_format(name: str, roots: tuple[Path, ...]) -> Format:
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FormatError(f"no format file {name}")
+    else:
+        path = next((p for p in (root / f"{name}.yaml" for root in roots) if _is_file(p)), roots[-1] / f"{name}.yaml")
     if not path.is_file():
         hint = close_matches(name, format_names())
         raise FormatError(f"unknown weights format {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                           + f" (known: {', '.join(format_names())})")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise FormatError(f"{path}: not valid YAML: {e}") from None
     if isinstance(data, dict) and "extends" in data:
         parent = get_format(str(data["extends"]))
@@ -136,6 +147,13 @@ def get_format(name: str) -> Format:
         merged = parse_format(data, str(path), parent)
         return merged
     return parse_format(data, str(path))
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except (OSError, ValueError):  # a name the OS refuses
+        return False
 
 
 def parse_format(data: Any, source: str = "<format>", parent: Format | None = None) -> Format:

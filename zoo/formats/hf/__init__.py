@@ -1,75 +1,77 @@
-"""transformers' config.json, both ways, for the families transformers and zoo share: which
-`model_type` reads with which zoo key map, which class runs a spec, and the config itself.
+"""transformers' config.json, both ways.
 
-One module per transformers family: llama.py (Llama, and Mixtral through mixtral.py), llava.py
-(Llava with a Pixtral tower, Mistral decoder). Each zoo arch kind is served by one of them.
+Decoder families are data (family.py reads specs/formats/transformers/<model_type>.yaml): which
+key map reads the tensors, how config keys map to spec fields, which keys must hold a value.
+Llava (a Pixtral tower and a Mistral decoder, nested configs) keeps its Python (llava.py), built
+on the Mistral family for its decoder.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
 from ...compiler.schema import ModelSpec
+from ..keymap import get_format
 from ..transforms import FormatError
-from . import llama, llava
+from . import llava
+from .family import (
+    difference,
+    express,
+    families,
+    family_for,
+    family_of,
+    parse_family,
+    read_config,
+    records,
+)
 
-MODEL_TYPES = {"llama": "hf-llama", "mixtral": "hf-mixtral", "llava": "hf-llava"}  # model_type -> zoo format
-ARCHITECTURES = {"hf-llama": "LlamaForCausalLM", "hf-mixtral": "MixtralForCausalLM",
-                 "hf-mixtral-fused": "MixtralForCausalLM", "hf-llava": "LlavaForConditionalGeneration",
-                 "hf-llava-model": "LlavaForConditionalGeneration"}
-# zoo arch kind -> (why transformers cannot run it, its zoo format, its config.json)
-_FAMILIES = {"decoder": (llama.llama_unsupported, llama.llama_format, llama.to_llama_config),
-             "vision-language": (llava.llava_unsupported, lambda spec: "hf-llava", llava.to_llava_config)}
-_READERS = {"llava": llava.spec_from_llava_config}  # model_type -> reader (default: Llama's)
+LLAVA = {"model_type": "llava", "architecture": "LlavaForConditionalGeneration", "format": "hf-llava"}
+LLAVA_FAMILY = parse_family(LLAVA, "llava.py")
+
+
+def model_types() -> dict[str, str]:
+    """model_type -> the zoo format (key map) its folders are read with."""
+    return {**{t: f.format for t, f in families().items()}, LLAVA["model_type"]: LLAVA["format"]}
+
+
+def architectures() -> dict[str, str]:
+    """zoo format -> the transformers class whose folders it reads (the first family naming it)."""
+    out: dict[str, str] = {}
+    for fam in [*families().values(), LLAVA_FAMILY]:
+        for fmt in (fam.format, *get_format(fam.format).alternatives):
+            out.setdefault(fmt, fam.architecture)
+    return out
 
 
 def hf_unsupported(spec: ModelSpec) -> str | None:
-    """Why no transformers class runs `spec`, or None when one does.
-
-    Beyond each family's own refusals, the config.json it would write is read back and the
-    model that describes is compared with `spec`, record by record as the runtime builds them:
-    anything the config cannot carry (a kind or a field added to zoo and not to the family's
-    mapping) is a difference, so a folder transformers would load with other math is never
-    written."""
-    family = _FAMILIES.get(spec.arch.kind_name)
-    if family is None:
+    """Why no transformers class runs `spec`, or None when one does: the config.json a family
+    would write is read back and the runtime records compared, so anything the config cannot
+    carry is a difference and a folder transformers would load with other math is never written."""
+    if spec.arch.kind_name == "vision-language":
+        why = llava.llava_unsupported(spec)
+        if why:
+            return why
+        cfg = llava.to_llava_config(spec, None)
+        diff = difference(records(spec), records(llava.spec_from_llava_config(cfg, spec.name)))
+        return f"transformers' LlavaForConditionalGeneration config cannot express {diff}" if diff else None
+    if spec.arch.kind_name != "decoder":
         return f"{spec.arch.kind_name} models have no transformers class"
-    why = family[0](spec)
-    if why:
-        return why
-    cfg = family[2](spec, None)
-    diff = _difference(_records(spec), _records(spec_from_hf_config(cfg, spec.name)))
-    return f"transformers' {cfg['architectures'][0]} config cannot express {diff}" if diff else None
-
-
-def _records(spec: ModelSpec) -> Any:
-    """What the runtime builds `spec` from: every block's components, sizes derived."""
-    return spec.arch.config(spec.arch.ir(""))
-
-
-def _difference(a: Any, b: Any, at: str = "") -> str | None:
-    """The first path where two runtime records differ (None when equal)."""
-    if a == b:
-        return None
-    if dataclasses.is_dataclass(a) and type(a) is type(b):
-        for f in dataclasses.fields(a):
-            d = _difference(getattr(a, f.name), getattr(b, f.name), f"{at}.{f.name}" if at else f.name)
-            if d:
-                return d
-    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _difference(x, y, f"{at}[{i}]")
-            if d:
-                return d
-    return f"{at or 'the model'} ({a!r}, read back as {b!r})"
+    if spec.arch.heads.head_blocks:  # type: ignore[attr-defined]
+        return f"{spec.arch.heads.kind_name} heads"
+    fam, why = family_for(spec)
+    return None if fam is not None else why
 
 
 def hf_format(spec: ModelSpec) -> str:
     """The zoo format of the transformers class that runs `spec`."""
-    return _FAMILIES[spec.arch.kind_name][1](spec)
+    if spec.arch.kind_name == "vision-language":
+        return LLAVA["format"]
+    fam, why = family_for(spec)
+    if fam is None:
+        raise FormatError(f"{spec.name}: no transformers class runs it: {why}")
+    return fam.format
 
 
 def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str, Any]:
@@ -77,12 +79,20 @@ def to_hf_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str,
     why = hf_unsupported(spec)
     if why:
         raise FormatError(f"{spec.name}: no transformers config: {why}")
-    return _FAMILIES[spec.arch.kind_name][2](spec, dtype)
+    if spec.arch.kind_name == "vision-language":
+        return llava.to_llava_config(spec, dtype)
+    fam, _ = family_for(spec)
+    assert fam is not None
+    cfg, why = express(spec, fam, dtype)
+    assert cfg is not None, why
+    return cfg
 
 
 def spec_from_hf_config(cfg: dict[str, Any], name: str, tokenizer_file: str | None = None) -> ModelSpec:
     """A zoo spec from a transformers config.json (for folders without zoo.yaml)."""
-    return _READERS.get(cfg.get("model_type"), llama.spec_from_llama_config)(cfg, name, tokenizer_file)
+    if cfg.get("model_type") == LLAVA["model_type"]:
+        return llava.spec_from_llava_config(cfg, name, tokenizer_file)
+    return read_config(cfg, name, tokenizer_file, family_of(cfg.get("model_type")))
 
 
 def generation_config(spec: ModelSpec) -> dict[str, Any]:
@@ -90,5 +100,5 @@ def generation_config(spec: ModelSpec) -> dict[str, Any]:
     return {"bos_token_id": tok.bos_id if tok else None, "eos_token_id": tok.eos_id if tok else None}
 
 
-__all__ = ["ARCHITECTURES", "MODEL_TYPES", "generation_config", "hf_format", "hf_unsupported", "spec_from_hf_config",
+__all__ = ["architectures", "generation_config", "hf_format", "hf_unsupported", "model_types", "spec_from_hf_config",
            "to_hf_config"]

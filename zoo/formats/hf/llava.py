@@ -1,5 +1,5 @@
 """transformers' LlavaForConditionalGeneration config.json for Pixtral-shaped vision-language
-specs, both ways: a Mistral text config (hf_config.py's Llama config, renamed), a Pixtral
+specs, both ways: a Mistral text config (the mistral family's, family.py), a Pixtral
 vision config, and the projector.
 
 What transformers fixes and the zoo must match: the vision blocks are bias-free RMSNorm
@@ -25,17 +25,10 @@ from ...compiler.schema import (
     VisionLanguage,
 )
 from ..transforms import READ_ERRORS, FormatError, unreadable
-from .llama import (
-    ACTIVATIONS,
-    HF_ACTIVATION,
-    ffn_from_act,
-    gated_act,
-    llama_unsupported,
-    spec_from_llama_config,
-    to_llama_config,
-)
+from .converters import ACTIVATIONS, HF_ACTIVATION, ffn_from_act, gated_act
+from .family import express, families, read_config
 
-_LLAMA_ONLY = ("mlp_bias", "pretraining_tp", "attention_bias", "architectures")
+_NOT_NESTED = ("architectures", "dtype")  # the outer config's
 #: MistralConfig's and PixtralVisionConfig's defaults, for keys a config.json leaves out.
 MISTRAL_DEFAULTS = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
                     "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_act": "silu",
@@ -53,8 +46,8 @@ def llava_unsupported(spec: ModelSpec) -> str | None:
     """Why LlavaForConditionalGeneration (Pixtral tower, Mistral decoder) cannot run `spec`."""
     a = spec.arch
     text = a.text
-    why = llama_unsupported(_text_spec(spec))
-    if why:
+    cfg, why = express(_text_spec(spec), families()["mistral"])
+    if cfg is None:
         return f"its decoder: {why}"
     tb = text.block(0)
     if not gated_act(tb.ffn) or tb.ffn.bias or tb.attention.qkv_bias or tb.attention.o_bias:
@@ -75,10 +68,10 @@ def llava_unsupported(spec: ModelSpec) -> str | None:
 
 def to_llava_config(spec: ModelSpec, dtype: torch.dtype | None = None) -> dict[str, Any]:
     a = spec.arch
-    text = {k: v for k, v in to_llama_config(_text_spec(spec), dtype).items() if k not in _LLAMA_ONLY}
-    att = a.text.block(0).attention
-    text.update({"model_type": "mistral", "sliding_window": att.sliding_window})
-    text.pop("dtype", None)
+    text, why = express(_text_spec(spec), families()["mistral"])
+    if text is None:
+        raise FormatError(f"{spec.name}: its decoder has no Mistral config: {why}")
+    text = {k: v for k, v in text.items() if k not in _NOT_NESTED}
     v, vb = a.vision, a.vision.block()
     theta = v.attention.rope.theta
     vision = {"model_type": "pixtral", "hidden_size": v.dim, "intermediate_size": vb.ffn.hidden_dim,
@@ -123,10 +116,7 @@ def _spec_from_llava_config(cfg: dict[str, Any], name: str, tokenizer_file: str 
                           f"hidden_act {vcfg['hidden_act']!r} is not supported")
     if "tie_word_embeddings" in cfg:
         tcfg["tie_word_embeddings"] = cfg["tie_word_embeddings"]
-    text = spec_from_llama_config({**tcfg, "model_type": "llama"}, name).arch
-    if tcfg.get("sliding_window") is not None:
-        attention = {**text.attention.model_dump(), "sliding_window": tcfg["sliding_window"]}
-        text = type(text).model_validate({**text.model_dump(), "attention": attention})
+    text = read_config({**tcfg, "model_type": "mistral"}, name, family=families()["mistral"]).arch
     ffn = ffn_from_act(vcfg["hidden_act"], hidden_dim=vcfg["intermediate_size"])
     theta = (vcfg.get("rope_parameters") or {}).get("rope_theta", vcfg.get("rope_theta", 10000.0))
     vision = VisionEncoder(dim=vcfg["hidden_size"], n_layers=vcfg["num_hidden_layers"],
