@@ -37,7 +37,12 @@ def _rel(file: str) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     rows = []
-    for e in api.list_models():
+    entries = [e for e in api.list_models() if args.family is None or e.family == args.family]
+    if not entries:
+        families = sorted({e.family for e in api.list_models() if e.family})
+        print(f"error: no model of family {args.family!r} (families: {', '.join(families)})", file=sys.stderr)
+        return 2
+    for e in entries:
         c = api.compile(e.name)
         n = c.accounting.params
         rows.append((e.name, e.family or "", f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M", e.description))
@@ -141,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every model in the catalog, with family and size")
+    p.add_argument("--family", default=None, help="only this family's models (e.g. gemma, qwen2, llama)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="a model's shape, parameter count, memory and FLOPs/token")
