@@ -3,7 +3,7 @@ decoder, bidirectional within each image in a vision encoder (the scope says whi
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -11,7 +11,7 @@ from ...runtime.modules.attention import AttentionConfig
 from ..errors import Problem
 from ..ir import Dim, Node, Scope, join
 from ..registry import Cost, FieldError, KernelRow, Kind, Slot, register
-from ..values import MAX_CONTEXT, MAX_HEADS, Size
+from ..values import MAX_CONTEXT, MAX_HEADS, Number, Size
 from .norm import RMSNorm
 from .ops import linear_node
 from .position import Rope
@@ -26,14 +26,36 @@ class PerHeadQKNorm(Kind):
     kind: Literal["per-head"] = "per-head"
     norm: Annotated[Kind, Slot("norm")] = Field(default_factory=RMSNorm)
 
+    over_heads: ClassVar[bool] = True  # the runtime normalizes each head (False: the whole projection)
+
     def describe(self) -> str:
         return f"q/k {self.norm.describe()} per head"
+
+    def widths(self, q_dim: Dim, kv_dim: Dim, head_dim: int) -> tuple[Dim, Dim]:
+        """How wide the q norm and the k norm are."""
+        return Dim("head_dim", head_dim), Dim("head_dim", head_dim)
 
     def ir(self, path: str, ctx: Scope) -> Node:
         return self.norm.ir(path, ctx)
 
     def lower(self, node: Node | None = None, backend: Any = None) -> Any:
         return self.norm.lower()
+
+
+@register
+class WholeQKNorm(PerHeadQKNorm):
+    """q/k normalization over the whole projection (OLMo-2): `norm` over all heads' queries
+    (n_heads * head_dim wide) and all keys (n_kv_heads * head_dim), after the projections,
+    before the head split and RoPE; one weight of that width for q, one for k."""
+
+    kind: Literal["whole"] = "whole"  # type: ignore[assignment]
+    over_heads: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        return f"q/k {self.norm.describe()} over the whole projection"
+
+    def widths(self, q_dim: Dim, kv_dim: Dim, head_dim: int) -> tuple[Dim, Dim]:
+        return q_dim, kv_dim
 
 
 @register
@@ -51,7 +73,12 @@ class Attention(Kind):
     sliding_window: Size(MAX_CONTEXT) | None = Field(None, description="keys within this many positions, self included")
     rope: Annotated[Kind | None, Slot("position", default="rope")] = Field(default_factory=Rope)
     qk_norm: Annotated[Kind | None, Slot("qk-norm", default="per-head")] = Field(
-        None, description="normalize queries and keys before RoPE (Qwen3: {kind: per-head, norm: {kind: rmsnorm}})")
+        None, description="normalize queries and keys before RoPE (Qwen3: {kind: per-head, norm: {kind: rmsnorm}}; "
+                          "OLMo-2: {kind: whole, ...})")
+    scale: Number(gt=0, le=1e6) | None = Field(
+        None, description="scores times this; defaults to head_dim ** -0.5 (Gemma-2: query_pre_attn_scalar ** -0.5)")
+    logit_softcap: Number(gt=0, le=1e6) | None = Field(
+        None, description="scores -> cap * tanh(scores / cap) before the mask and softmax (Gemma-2)")
 
     @model_validator(mode="after")
     def _check(self) -> "Attention":
@@ -88,6 +115,10 @@ class Attention(Kind):
             text += ", biases " + "/".join(n for n, b in (("qkv", self.qkv_bias), ("o", self.o_bias)) if b)
         if self.qk_norm:
             text += f", {self.qk_norm.describe()}"
+        if self.scale is not None:
+            text += f", scale {self.scale:g}"
+        if self.logit_softcap is not None:
+            text += f", scores soft-capped at {self.logit_softcap:g}"
         return text
 
     # ------------------------------------------------------------------ phases
@@ -101,8 +132,9 @@ class Attention(Kind):
                     linear_node(join(path, "v"), dim, kv_dim, self.qkv_bias),
                     linear_node(join(path, "o"), q_dim, dim, self.o_bias)]
         if self.qk_norm:
-            head = Scope(Dim("head_dim", self.head_dim), ctx.causal, ctx.grid)
-            children += [self.qk_norm.ir(join(path, "q_norm"), head), self.qk_norm.ir(join(path, "k_norm"), head)]
+            q_width, k_width = self.qk_norm.widths(q_dim, kv_dim, self.head_dim)  # type: ignore[attr-defined]
+            children += [self.qk_norm.ir(join(path, "q_norm"), Scope(q_width, ctx.causal, ctx.grid)),
+                         self.qk_norm.ir(join(path, "k_norm"), Scope(k_width, ctx.causal, ctx.grid))]
         return Node(self, path, children=children, attrs={"causal": ctx.causal, "grid": ctx.grid})
 
     def check(self, node: Node) -> list[Problem]:
@@ -114,6 +146,9 @@ class Attention(Kind):
             out.append(Problem(node.path, "k and v sizes differ"))
         if self.rope is not None and self.head_dim % 2:  # type: ignore[operator]
             out.append(Problem(node.path, f"RoPE needs an even head_dim, got {self.head_dim}"))
+        if self.logit_softcap is not None and not node.attrs["causal"]:
+            out.append(Problem(node.path, "score soft-capping runs in causal attention only; the bidirectional "
+                                          "(block-diagonal) kernels take no soft-cap"))
         rope_problems = getattr(self.rope, "head_problems", None)  # partial rotary, per-frequency scaling data
         out += [Problem(node.path, why) for why in rope_problems(self.head_dim)] if rope_problems else []
         return out
@@ -137,6 +172,10 @@ class Attention(Kind):
             traits.append("MQA" if self.n_kv_heads == 1 else f"GQA {self.n_heads}/{self.n_kv_heads}")
         if self.sliding_window:
             traits.append(f"window {self.sliding_window}")
+        if self.logit_softcap is not None:
+            traits.append(f"scores soft-capped at {self.logit_softcap:g}: no fused kernel soft-caps")
+            return rows + [KernelRow(node.path, self.kind_name, "matmul + soft-cap + mask + softmax (float32) + matmul",
+                                     f"every backend ({', '.join(traits)})")]
         why = f"backend {backend.name}" + (f" ({', '.join(traits)})" if traits else "")
         return rows + [KernelRow(node.path, self.kind_name, backend.attention_kernel(), why)]
 
@@ -144,4 +183,6 @@ class Attention(Kind):
         assert self.head_dim is not None and self.n_kv_heads is not None
         return AttentionConfig(self.n_heads, self.n_kv_heads, self.head_dim, self.qkv_bias, self.o_bias,
                                self.sliding_window, self.rope.runtime() if self.rope else None,  # type: ignore[attr-defined]
-                               self.qk_norm.lower() if self.qk_norm else None)
+                               self.qk_norm.lower() if self.qk_norm else None,
+                               bool(self.qk_norm) and not self.qk_norm.over_heads,  # type: ignore[attr-defined]
+                               self.scale, self.logit_softcap)
