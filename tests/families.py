@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 import zoo
+from tests.oracles import check_decoding
 from zoo.formats.export import export_hf
 from zoo.formats.hf.family import difference, records
-from tests.oracles import check_decoding
 
 ATOL = RTOL = 1e-4
 VOCAB = 128

@@ -44,10 +44,11 @@ def test_mixtral(tmp_path: Path) -> None:
 def test_keys_that_change_the_math_stop_the_load(tmp_path: Path, key: str, value: object) -> None:
     import json
 
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     import zoo
     from tests.families import save_reference
     from zoo.formats import FormatError
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = save_reference(reference_model(LlamaConfig, LlamaForCausalLM, **SMALL), tmp_path / "hf")
     cfg = json.loads((folder / "config.json").read_text())
