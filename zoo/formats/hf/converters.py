@@ -126,13 +126,13 @@ class ActivationConverter(Converter):
         return set(params.get("keys", ["hidden_act"]))
 
     def read(self, cfg: Mapping[str, Any], doc: Doc, params: Mapping[str, Any]) -> None:
-        names = [cfg.get(k) for k in params.get("keys", ["hidden_act"])]
-        name = next((n for n in names if n is not None), params.get("default", "silu"))
+        keys = params.get("keys", ["hidden_act"])
+        names = [cfg[k] for k in keys if k in cfg]
+        name = next((n for n in names if n is not None), None if names else params.get("default", "silu"))
         act = ACTIVATIONS.get(name) if isinstance(name, str) else None
         kind = _ffn_kind(act, params.get("gated", True)) if act else None
         if kind is None:
-            key = params.get("keys", ["hidden_act"])[0]
-            raise FormatError(f"{key} {name!r} has no zoo FFN kind")
+            raise FormatError(f"{keys[0]} {name!r} has no zoo FFN kind")
         fields = {"kind": kind.model_fields["kind"].default}
         if "activation" in kind.model_fields:
             fields["activation"] = act
