@@ -89,7 +89,9 @@ ROPE_KEYS = ("rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_fa
 
 class RopeConverter(Converter):
     """params: `at` (the rope's path, default arch.attention.rope), `aliases` ({family key:
-    transformers' usual key}, e.g. rotary_pct: partial_rotary_factor)."""
+    transformers' usual key}, e.g. rotary_pct: partial_rotary_factor), `top_level` (scaling
+    keys also written top-level, where the class reads them first: Phi-3's
+    original_max_position_embeddings)."""
 
     def keys(self, params: Mapping[str, Any]) -> set[str]:
         return set(ROPE_KEYS) | set(params.get("aliases", {}))
@@ -116,6 +118,9 @@ class RopeConverter(Converter):
         if renamed:  # the family's own names only; its rope_parameters keep the usual ones
             for usual in renamed:
                 cfg.pop(usual, None)
+        for key in params.get("top_level", ()):
+            if (out.get("rope_scaling") or {}).get(key) is not None:
+                cfg[key] = out["rope_scaling"][key]
 
 
 class ActivationConverter(Converter):
