@@ -22,6 +22,7 @@ CASES = {
     "concat": ({"dim": 1, "sizes": [3, 5]}, [torch.randn(2, 3), torch.randn(2, 5)]),
     "stack": ({"dim": 0}, [torch.randn(4), torch.randn(4)]),
     "unstack": ({"dim": 1}, [torch.randn(3, 2, 5)]),
+    "split_interleaved": ({"dim": 0, "groups": "n_heads", "sizes": [4, 2, 2]}, [torch.randn(32, 3)]),
 }
 
 

@@ -179,6 +179,31 @@ class Unstack(Transform):
         return self._stack.forward(ts)
 
 
+@register("split_interleaved")
+class SplitInterleaved(Transform):
+    """One tensor whose `dim` is `groups` repeats of pieces `sizes` wide (GPT-NeoX's fused
+    query_key_value: for each head, its q, k and v rows) -> one tensor per piece, each the
+    groups' pieces in order (all heads' q rows, ...); inverse: interleave them back."""
+
+    def __init__(self, dim: int, groups: int, sizes: Sequence[int]):
+        self.dim, self.groups, self.sizes = int(dim), int(groups), [int(s) for s in sizes]
+
+    def forward(self, ts: Tensors) -> Tensors:
+        t = _one(ts, self.name)
+        if self.groups < 1 or t.shape[self.dim] != self.groups * sum(self.sizes):
+            raise FormatError(f"split_interleaved: dim {self.dim} has {t.shape[self.dim]}, not {self.groups} groups "
+                              f"of {self.sizes}")
+        g = t.movedim(self.dim, 0).reshape(self.groups, sum(self.sizes), *t.movedim(self.dim, 0).shape[1:])
+        return [p.reshape(-1, *p.shape[2:]).movedim(0, self.dim) for p in torch.split(g, self.sizes, 1)]
+
+    def inverse(self, ts: Tensors) -> Tensors:
+        if len(ts) != len(self.sizes):
+            raise FormatError(f"split_interleaved: {len(ts)} tensors for {len(self.sizes)} pieces")
+        parts = [t.movedim(self.dim, 0) for t in ts]
+        g = torch.cat([p.reshape(self.groups, -1, *p.shape[1:]) for p in parts], 1)
+        return [g.reshape(-1, *g.shape[2:]).movedim(0, self.dim)]
+
+
 class Chain(Transform):
     """Transforms applied in order on import, inverses in reverse order on export."""
 
