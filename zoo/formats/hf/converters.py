@@ -91,7 +91,8 @@ class RopeConverter(Converter):
     """params: `at` (the rope's path, default arch.attention.rope), `aliases` ({family key:
     transformers' usual key}, e.g. rotary_pct: partial_rotary_factor), `top_level` (scaling
     keys also written top-level, where the class reads them first: Phi-3's
-    original_max_position_embeddings)."""
+    original_max_position_embeddings), `fraction_default` (the partial rotary factor the class
+    assumes when a config names none, GPT-NeoX's 0.25; the factor is then always written)."""
 
     def keys(self, params: Mapping[str, Any]) -> set[str]:
         return set(ROPE_KEYS) | set(params.get("aliases", {}))
@@ -101,6 +102,9 @@ class RopeConverter(Converter):
         for theirs, usual in params.get("aliases", {}).items():
             if cfg.get(theirs) is not None:
                 sub[usual] = cfg[theirs]
+        named = sub.get("partial_rotary_factor", (sub.get("rope_parameters") or {}).get("partial_rotary_factor"))
+        if params.get("fraction_default") is not None and named is None:
+            sub["partial_rotary_factor"] = params["fraction_default"]
         try:
             rope = Rope.from_hf_config(sub)
         except ValueError as e:
@@ -112,6 +116,8 @@ class RopeConverter(Converter):
         if rope is None or rope.get("kind") != "rope":
             raise FormatError("the family's attention has RoPE")
         out = Rope.model_validate(rope).hf_config()
+        if params.get("fraction_default") is not None:  # a fraction of 1 is written too: it is not the default
+            out["partial_rotary_factor"] = out["rope_parameters"]["partial_rotary_factor"] = rope["fraction"]
         renamed = {usual: theirs for theirs, usual in params.get("aliases", {}).items()}
         for key, value in out.items():
             cfg[renamed.get(key, key)] = value
