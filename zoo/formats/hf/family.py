@@ -229,10 +229,10 @@ def write_config(spec: ModelSpec, fam: Family, dtype: Any = None) -> dict[str, A
             if any(get_path(view, p) != value for p in rule.to[1:]):
                 raise FormatError(f"{' and '.join(rule.to)} differ; {rule.key} sets them together")
             if rule.values:
-                inverse = {v: k for k, v in reversed(rule.values)}
-                if value not in inverse:
+                theirs = next((k for k, v in rule.values if v == value), _MISSING)  # spec values may be mappings
+                if theirs is _MISSING:
                     raise FormatError(f"{rule.to[0]}={value!r} has no {rule.key} value")
-                value = inverse[value]
+                value = theirs
             cfg[rule.key] = value
         for conv, params in fam.convert:
             CONVERTERS[conv]().write(view, cfg, params)
