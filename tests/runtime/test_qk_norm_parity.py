@@ -10,15 +10,13 @@ import torch
 import zoo
 from tests.oracles import check_decoding
 from tests.runtime.test_llama_parity import ATOL, RTOL, TINY, tiny
-from zoo.formats import bind, get_format, parse_format
+from zoo.formats import bind, get_format
 
 QWEN3 = ["arch.attention.n_heads=4", "arch.attention.n_kv_heads=2", "arch.attention.head_dim=32",
          "arch.attention.qk_norm={kind: per-head, norm: {kind: rmsnorm, eps: 1e-6}}", "arch.norm.eps=1e-6",
          "arch.attention.rope.theta=1000000.0"]
-#: Qwen3's names are Llama's plus the two norms (a key map written as data, extending hf-llama)
-HF_QWEN3 = parse_format({"name": "hf-qwen3", "keys": {
-    "blocks.{i}.attn.q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
-    "blocks.{i}.attn.k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight"}}, parent=get_format("hf-llama"))
+#: Qwen3's names are Llama's plus the two norms (specs/formats/hf-qwen3.yaml, extending hf-llama)
+HF_QWEN3 = get_format("hf-qwen3")
 
 
 def qwen3_from(m):  # type: ignore[no-untyped-def]
@@ -78,6 +76,11 @@ def test_the_kind_is_explained_counted_and_kept_off_plain_kernels() -> None:
     assert c.accounting.params_by_part["attention"] - base.params_by_part["attention"] == 2 * 2 * 32
     m = zoo.build("llama-2-7b", TINY + QWEN3)
     assert all(blk.attn.extras() == ["q/k norm"] for blk in m.blocks)  # the native decode step declines them
-    from zoo.formats.hf import hf_unsupported
+    from zoo.formats.hf import hf_unsupported, to_hf_config
 
-    assert "cannot express" in hf_unsupported(m.spec) and "qk_norm" in hf_unsupported(m.spec)  # no LlamaConfig
+    # no LlamaConfig carries the norms: the Qwen3 family's config does (q/k norm eps = rms_norm_eps) ...
+    assert hf_unsupported(m.spec) is None and to_hf_config(m.spec)["model_type"] == "qwen3"
+    # ... and none does with a q/k norm eps of its own
+    other = zoo.spec("llama-2-7b", TINY + QWEN3[:3] + ["arch.attention.qk_norm={kind: per-head, norm: {kind: rmsnorm, "
+                                                       "eps: 1e-5}}", *QWEN3[4:]])
+    assert "cannot express" in hf_unsupported(other) and "qk_norm" in hf_unsupported(other)
