@@ -131,7 +131,9 @@ class RopeConverter(Converter):
 
 class ActivationConverter(Converter):
     """params: `keys` (the config keys naming the activation, first set wins; default
-    [hidden_act]), `at` (the ffn path or a list of paths), `gated` (default true), `default`."""
+    [hidden_act]), `at` (the ffn path or a list of paths), `gated` (default true), `default`,
+    `aliases` ({name a config may hold: the transformers name the class runs instead}, e.g.
+    Gemma's legacy `gelu`, which GemmaConfig turns into gelu_pytorch_tanh)."""
 
     def keys(self, params: Mapping[str, Any]) -> set[str]:
         return set(params.get("keys", ["hidden_act"]))
@@ -140,6 +142,7 @@ class ActivationConverter(Converter):
         keys = params.get("keys", ["hidden_act"])
         names = [cfg[k] for k in keys if k in cfg]
         name = next((n for n in names if n is not None), None if names else params.get("default", "silu"))
+        name = params.get("aliases", {}).get(name, name) if isinstance(name, str) else name
         act = ACTIVATIONS.get(name) if isinstance(name, str) else None
         kind = _ffn_kind(act, params.get("gated", True)) if act else None
         if kind is None:
@@ -240,7 +243,7 @@ class WindowsConverter(Converter):
 
 class ScaleConverter(Converter):
     """Attention scale from a key that holds its inverse square (Gemma-2's query_pre_attn_scalar:
-    scale = q ** -0.5). params: `key`."""
+    scale = q ** -0.5; left unset, the default head_dim ** -0.5, when q is the head_dim). params: `key`."""
 
     def keys(self, params: Mapping[str, Any]) -> set[str]:
         return {params["key"]}
@@ -251,6 +254,8 @@ class ScaleConverter(Converter):
             return
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not q > 0:
             raise FormatError(f"config.json: {params['key']} {q!r} is not a positive number")
+        if q == (doc.get("arch", {}).get("attention") or {}).get("head_dim"):
+            return  # the default scale: a spec need not name it to match the config
         set_path(doc, "arch.attention.scale", float(q) ** -0.5)
 
     def write(self, view: Doc, cfg: Doc, params: Mapping[str, Any]) -> None:

@@ -14,6 +14,8 @@ A family file:
       attention_bias: {to: [arch.attention.qkv_bias, arch.attention.o_bias], default: false}
     convert: {rope: {}, activation: {at: arch.ffn}, windows: {style: qwen}}
     require: {pretraining_tp: 1}      # keys whose other values change the math zoo does not model
+    absent: {sliding_window: 4096}    # what the class assumes for a key a config lacks, where that
+                                      #   differs from null (Gemma-2's soft-caps, window, scalar)
     ignore: [resid_pdrop]             # keys that do not change the math (dropouts ...)
 
 Reading refuses a config key the file does not account for (nor `_common.yaml`), naming it: a
@@ -39,7 +41,7 @@ from .converters import CONVERTERS, get_path, set_path
 
 _MISSING = object()
 _FILE_KEYS = {"model_type", "architecture", "format", "formats", "spec", "keys", "convert", "require", "ignore",
-              "description"}
+              "description", "absent"}
 #: handled by the reader itself: token ids go to the tokenizer section, names and dtype are bookkeeping
 TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
@@ -64,6 +66,7 @@ class Family:
     ignore: frozenset[str]
     source: str
     formats: tuple[str, ...] = ()  # other key maps of the same class (fused/per-expert layouts)
+    absent: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the class's values for missing keys
 
     def known_keys(self) -> set[str]:
         out = {r.key for r in self.keys} | set(self.require) | set(self.ignore) | set(TOKEN_KEYS)
@@ -126,6 +129,8 @@ def parse_family(data: Mapping[str, Any], source: str = "<family>") -> Family:
             raise FormatError(f"{source}: keys.{key}: a spec path, or {{to:, default:, values:}}")
         to = (rule["to"],) if isinstance(rule["to"], str) else tuple(rule["to"])
         rules.append(KeyRule(str(key), to, rule.get("default", _MISSING), tuple((rule.get("values") or {}).items())))
+    if not isinstance(data.get("absent") or {}, dict):
+        raise FormatError(f"{source}: `absent` maps config keys to the values the class assumes without them")
     convert = []
     for name, params in (data.get("convert") or {}).items():
         if name not in CONVERTERS:
@@ -133,7 +138,7 @@ def parse_family(data: Mapping[str, Any], source: str = "<family>") -> Family:
         convert.append((str(name), params or {}))
     return Family(data["model_type"], data["architecture"], data["format"], data.get("spec") or {}, tuple(rules),
                   tuple(convert), data.get("require") or {}, frozenset(data.get("ignore") or ()), source,
-                  tuple(data.get("formats") or ()))
+                  tuple(data.get("formats") or ()), data.get("absent") or {})
 
 
 # ------------------------------------------------------------------ reading
@@ -149,9 +154,10 @@ def read_config(cfg: Mapping[str, Any], name: str, tokenizer_file: str | None = 
                           "They may change the math, so the load stops; if one does not, list it under `ignore:` "
                           f"in {fam.source} (or a copy of it in a ZOO_PATH folder's formats/transformers/)")
     differ = [f"{k}={cfg[k]!r} (zoo models {want!r})" for k, want in fam.require.items()
-              if k in cfg and cfg[k] != want and not (cfg[k] is None and want in ((), []))]
+              if k in cfg and cfg[k] != want and not (cfg[k] is None and (want is False or want in ((), [])))]
     if differ:
         raise FormatError(f"config.json of {name}: {', '.join(differ)}: zoo does not model these values")
+    cfg = {**copy.deepcopy(dict(fam.absent)), **cfg}  # a missing key is the class's default, not null
     doc: dict[str, Any] = copy.deepcopy(dict(fam.spec))
     try:
         for rule in fam.keys:
@@ -263,10 +269,15 @@ def difference(a: Any, b: Any, at: str = "") -> str | None:
                 return d
     if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b)):
-            d = difference(x, y, f"{at}[{i}]")
+            named = _is_named(x) and _is_named(y) and x[0] == y[0]  # a module's keyword arguments: (name, value)
+            d = difference(x[1], y[1], f"{at}.{x[0]}") if named else difference(x, y, f"{at}[{i}]")
             if d:
                 return d
     return f"{at or 'the model'} ({a!r}, read back as {b!r})"
+
+
+def _is_named(x: Any) -> bool:
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str)
 
 
 def express(spec: ModelSpec, fam: Family, dtype: Any = None) -> tuple[dict[str, Any] | None, str | None]:
