@@ -6,7 +6,7 @@ padding slots are masked out of attention and RoPE positions count real tokens o
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -66,7 +66,47 @@ def as_prompt_list(prompts: torch.Tensor | Sequence[Sequence[int]] | Sequence[in
     return rows
 
 
+def iter_tokens(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32, *,
+                temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None, pad_id: int = 0,
+                seed: int | None = None, generator: torch.Generator | None = None,
+                prefill_kwargs: dict | None = None) -> Iterator[torch.Tensor]:
+    """The decoding loop, one step at a time: yields each step's (B,) next tokens, at most
+    `max_new_tokens` times. The prompts are prefilled into a KV cache on the first step and each
+    later step feeds one token per row; the caller ends the loop early by leaving it (stop
+    tokens are the caller's). Arguments are checked here, before anything runs: UsageError for
+    sampling arguments out of range or a request past the model's context."""
+    check_sampling(temperature, top_k, top_p)
+    if seed is not None and not _is_id(seed):
+        raise UsageError(f"seed must be an integer, got {seed!r}")
+    rows = as_prompt_list(prompts, vocab_of(model))
+    check_length(max_new_tokens, max((len(r) for r in rows), default=0), context_of(model))
+    return _steps(model, rows, max_new_tokens, temperature, top_k, top_p, pad_id, seed, generator,
+                  prefill_kwargs or {})
+
+
 @torch.no_grad()
+def _steps(model: nn.Module, rows: list[list[int]], max_new_tokens: int, temperature: float, top_k: int | None,
+           top_p: float | None, pad_id: int, seed: int | None, generator: torch.Generator | None,
+           prefill_kwargs: dict) -> Iterator[torch.Tensor]:
+    device = next(model.parameters()).device
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    tokens, mask = left_pad(rows, pad_id, device)
+    need = tokens.shape[1] + max_new_tokens
+    if getattr(getattr(model, "backend", None), "prefers_static_cache", False):
+        need = -(-need // 128) * 128  # round up: calls of similar lengths share one compiled decode graph
+    cache = model.new_cache(len(rows), need)
+    step_end = getattr(getattr(model, "backend", None), "step_end", lambda: None)
+    logits = model(tokens, attention_mask=mask, cache=cache, last_only=True, **prefill_kwargs)[:, -1]
+    for step in range(max_new_tokens):
+        nxt = sample(logits, temperature, top_k, top_p, generator)
+        step_end()
+        yield nxt
+        if step == max_new_tokens - 1:
+            return
+        logits = model(nxt[:, None], cache=cache)[:, -1]  # no_grad holds on each resume (torch wraps generators)
+
+
 def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32, *,
              temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
              stop_tokens: Iterable[int] = (), pad_id: int = 0, seed: int | None = None,
@@ -74,32 +114,21 @@ def generate(model: nn.Module, prompts: torch.Tensor | Sequence[Sequence[int]], 
     """New tokens for each prompt (a stop token, when hit, ends its row and is included).
     `prefill_kwargs` go to the prompt's forward only (a vision-language model's `images`).
     UsageError for sampling arguments out of range or a request past the model's context."""
-    check_sampling(temperature, top_k, top_p)
-    if seed is not None and not _is_id(seed):
-        raise UsageError(f"seed must be an integer, got {seed!r}")
-    rows = as_prompt_list(prompts, vocab_of(model))
-    check_length(max_new_tokens, max((len(r) for r in rows), default=0), context_of(model))
-    device = next(model.parameters()).device
-    if generator is None and seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
+    steps = iter_tokens(model, prompts, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        pad_id=pad_id, seed=seed, generator=generator, prefill_kwargs=prefill_kwargs)
     stops = set(int(s) for s in stop_tokens)
-    tokens, mask = left_pad(rows, pad_id, device)
-    need = tokens.shape[1] + max_new_tokens
-    if getattr(getattr(model, "backend", None), "prefers_static_cache", False):
-        need = -(-need // 128) * 128  # round up: calls of similar lengths share one compiled decode graph
-    cache = model.new_cache(len(rows), need)
-    out: list[list[int]] = [[] for _ in rows]
-    done = [False] * len(rows)
-    step_end = getattr(getattr(model, "backend", None), "step_end", lambda: None)
-    logits = model(tokens, attention_mask=mask, cache=cache, last_only=True, **(prefill_kwargs or {}))[:, -1]
-    for step in range(max_new_tokens):
-        nxt = sample(logits, temperature, top_k, top_p, generator)
-        step_end()
-        for i, tok in enumerate(nxt.tolist()):
-            if not done[i]:
-                out[i].append(tok)
-                done[i] = tok in stops
-        if all(done) or step == max_new_tokens - 1:
-            break
-        logits = model(nxt[:, None], cache=cache)[:, -1]
-    return out
+    out: list[list[int]] | None = None
+    done: list[bool] = []
+    try:
+        for nxt in steps:
+            if out is None:
+                out, done = [[] for _ in range(len(nxt))], [False] * len(nxt)
+            for i, tok in enumerate(nxt.tolist()):
+                if not done[i]:
+                    out[i].append(tok)
+                    done[i] = tok in stops
+            if all(done):
+                break
+    finally:
+        steps.close()
+    return out or []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -23,8 +23,10 @@ from .compiler.schema import ModelSpec
 from .formats.export import save
 from .hub import push
 from .runtime.memory import huge_page_empty
+from .runtime.generation import iter_tokens
 from .runtime.sampling import check_sampling
 from .runtime.tokenizers.infill import InfillTokens, build_infill_prompt
+from .textstream import check_stops, decode_continuation, text_pieces, truncate_at_stop
 
 
 class ModelMixin:
@@ -51,8 +53,13 @@ class ModelMixin:
     # ------------------------------------------------------------------ text
     def _need_tokenizer(self) -> Any:
         if getattr(self, "tokenizer", None) is None:
-            raise UsageError(f"{self.spec.name} has no tokenizer loaded; pass token ids instead")
+            raise UsageError(f"{self.spec.name} has no tokenizer loaded (its folder holds no tokenizer file): text "
+                             "needs one; give model.generate token ids instead")
         return self.tokenizer
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        bos = self.spec.tokenizer.bos_id if self.spec.tokenizer else None  # the spec says what starts a prompt
+        return ([bos] if bos is not None else []) + self._need_tokenizer().encode(prompt, bos=False)
 
     def stop_ids(self) -> list[int]:
         ids = []
@@ -64,21 +71,25 @@ class ModelMixin:
         return ids
 
     def generate_text(self, prompt: str | Sequence[str], max_new_tokens: int = 64, *, speculative: bool | None = None,
-                      images: Sequence[Any] | None = None, **kw: Any) -> str | list[str]:
+                      images: Sequence[Any] | None = None, stop: str | Sequence[str] | None = None,
+                      **kw: Any) -> str | list[str]:
         """Complete text prompt(s); stops at EOS (and <EOT> on infilling models). Greedy
         decoding of a float32 multi-token model is self-speculative by default (same output,
         faster); in bf16/fp16 it is not, because verifying several tokens in one forward rounds
         differently from one at a time, which can flip a near-tie and change the text.
         `images` (vision-language models): a list for one prompt, a list per prompt for a batch;
-        `[IMG]` in a prompt marks where its next image goes, else its images come first."""
+        `[IMG]` in a prompt marks where its next image goes, else its images come first.
+        `stop`: a string or strings that end a reply (not included)."""
         check_text(prompt)
         check_sampling(kw.get("temperature", 0.0), kw.get("top_k"), kw.get("top_p"))
+        stops = check_stops(stop)
         if images is not None:
-            return vlm.generate_with_images(self, prompt, images, max_new_tokens, **kw)
+            out = vlm.generate_with_images(self, prompt, images, max_new_tokens, **kw)
+            return out if not stops else (truncate_at_stop(out, stops) if isinstance(out, str)
+                                          else [truncate_at_stop(t, stops) for t in out])
         tok = self._need_tokenizer()
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        bos = self.spec.tokenizer.bos_id if self.spec.tokenizer else None  # the spec says what starts a prompt
-        ids = [([bos] if bos is not None else []) + tok.encode(p, bos=False) for p in prompts]
+        ids = [self._prompt_ids(p) for p in prompts]
         kw.setdefault("stop_tokens", self.stop_ids())
         kw.setdefault("pad_id", tok.pad_id if getattr(tok, "pad_id", None) not in (None, -1) else 0)
         greedy = kw.get("temperature", 0.0) <= 0.0
@@ -92,8 +103,29 @@ class ModelMixin:
             out, _ = self.generate_speculative(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
         else:
             out = self.generate(ids, max_new_tokens=max_new_tokens, **kw)  # type: ignore[attr-defined]
-        texts = [tok.decode([t for t in row if t not in kw["stop_tokens"]]) for row in out]
+        # decoded after the prompt's last ids: a SentencePiece first piece keeps its space
+        texts = [truncate_at_stop(decode_continuation(tok, p, [t for t in row if t not in kw["stop_tokens"]]), stops)
+                 for p, row in zip(ids, out)]
         return texts[0] if isinstance(prompt, str) else texts
+
+    def stream(self, prompt: str, max_new_tokens: int = 64, *, temperature: float = 0.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None,
+               stop: str | Sequence[str] | None = None) -> Iterator[str]:
+        """Text pieces of the completion of `prompt`, yielded as tokens are decoded (one step
+        at a time over the KV cache); ends at EOS (<EOT> on infilling models) or at a `stop`
+        string, which is not yielded. Arguments are checked now, before the first piece.
+
+            for piece in m.stream("def fib(n):", max_new_tokens=64, stop=["\n\n"]):
+                print(piece, end="", flush=True)"""
+        if not isinstance(prompt, str):
+            raise UsageError(f"stream takes one prompt (a string), got {type(prompt).__name__}")
+        stops = check_stops(stop)
+        tok = self._need_tokenizer()
+        ids = self._prompt_ids(prompt)
+        pad = tok.pad_id if getattr(tok, "pad_id", None) not in (None, -1) else 0
+        steps = iter_tokens(self, [ids], max_new_tokens, temperature=temperature, top_k=top_k,  # type: ignore[arg-type]
+                            top_p=top_p, seed=seed, pad_id=pad)
+        return text_pieces(tok, (int(t[0]) for t in steps), context=ids, stop_ids=self.stop_ids(), stop=stops)
 
     # ------------------------------------------------------------------ images (vision-language)
     def chat(self, messages: Sequence[Any], max_new_tokens: int = 256, **kw: Any) -> str | list[str]:
