@@ -15,7 +15,7 @@ from ..compiler.errors import ZooError
 from ..compiler.explain import render_accounting
 from ..compiler.frontend import apply_overrides
 from ..compiler.schema import json_schema
-from . import btx, train, weights
+from . import btx, serve, train, weights
 from .options import add_spec_and_format
 
 
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the schema of a complete spec (after extends and interpolation), not of a file as written")
     p.set_defaults(func=cmd_schema)
 
-    for module in (weights, train, btx):  # subcommands defined beside the code they drive
+    for module in (weights, train, btx, serve):  # subcommands defined beside the code they drive
         module.register(sub)
     return parser
 
