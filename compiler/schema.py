@@ -64,6 +64,14 @@ class InfillSpec(Strict):
     eot_id: TokenId
 
 
+class ChatSpec(Strict):
+    """The chat format: a template of `specs/formats/chat/` (zoo/chat.py renders it) and values
+    for the template's parameters (e.g. `default_system`, `date_string`)."""
+
+    template: str = Field(description="chat template name: a file of specs/formats/chat/ (llama-2, chatml ...)")
+    params: dict[str, str] = Field(default_factory=dict, description="values for the template's parameters")
+
+
 class TokenizerSpec(Strict):
     kind: Literal["sentencepiece", "bpe", "tekken"] = "sentencepiece"
     repo: str | None = Field(None, description="Hub repo holding the tokenizer, when not the weights' repo")
@@ -72,6 +80,7 @@ class TokenizerSpec(Strict):
     eos_id: TokenId | None = 2
     pad_id: TokenId | None = None
     infill: InfillSpec | None = None
+    chat: ChatSpec | None = Field(None, description="the chat format, for chat/instruct models (`zoo chat`, m.chat)")
 
     @field_validator("file")
     @classmethod

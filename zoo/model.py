@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import vlm
+from .chat import reply as chat_reply
 from .compiler import Compiled
 from .compiler import compile as compile_spec
 from .compiler.errors import UsageError
@@ -129,9 +130,14 @@ class ModelMixin:
 
     # ------------------------------------------------------------------ images (vision-language)
     def chat(self, messages: Sequence[Any], max_new_tokens: int = 256, **kw: Any) -> str | list[str]:
-        """The assistant's reply to `messages` (Pixtral's chat format; image items are paths,
-        bytes, PIL images or arrays), or a list of replies for a list of conversations."""
-        return vlm.chat(self, messages, max_new_tokens, **kw)
+        """The assistant's reply to `messages` (`[{"role": "user", "content": "Hi"}, ...]`) in the
+        chat format of the spec's `tokenizer.chat` (zoo/chat.py), or a list of replies for a list
+        of conversations. Vision-language models (Pixtral) take image items too: paths, bytes,
+        PIL images or arrays. Sampling: temperature, top_k, top_p, seed; `stop` strings."""
+        tok = self.spec.tokenizer
+        if vlm.reads_images(self.spec.arch) or (tok is not None and tok.kind == "tekken" and tok.chat is None):
+            return vlm.chat(self, messages, max_new_tokens, **kw)
+        return chat_reply(self, messages, max_new_tokens, **kw)
 
     @property
     def image_processor(self) -> Any:
