@@ -60,8 +60,8 @@ def register(sub: Any) -> None:
     b.add_argument("--prefix", default="expert", help="copy names: PREFIX-0, PREFIX-1, … (default: expert)")
     b.add_argument("--overwrite", action="store_true", help="replace existing copies")
     b.add_argument("--revision", default=None, help="Hub seed: branch, tag or commit")
-    b.add_argument("--token", default=None)
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_branch)
 
     m = bsub.add_parser("mix", help="merge trained experts: an MoE (btx, upcycle) or a parameter average (btm)")
@@ -77,10 +77,10 @@ def register(sub: Any) -> None:
     m.add_argument("--aux-loss-coef", type=float, default=0.01, help="load-balancing loss weight (default 0.01)")
     m.add_argument("--router-init", choices=["normal", "zero"], default="normal",
                    help="new router weights: N(0, std^2) (default) or zeros (uniform routing)")
-    m.add_argument("--router-std", type=float, default=0.02)
+    m.add_argument("--router-std", type=float, default=0.02, help="std of --router-init normal (default 0.02)")
     m.add_argument("--seed", type=int, default=0, help="router init seed")
     m.add_argument("--name", default=None, help="the mixed model's spec name")
     m.add_argument("--dtype", default=None, help="float32, bfloat16 … (default: the first source's)")
     m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    m.add_argument("--no-progress", action="store_true")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_mix)
