@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
+import re
+import secrets
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import api, catalog
-from ..compiler.errors import ZooError
+from .. import __version__, api, catalog
 from ..compiler.explain import render_accounting
 from ..compiler.frontend import apply_overrides
 from ..compiler.schema import json_schema
+from ..model import parse_device
 from . import btx, chat, serve, train, weights
+from .errors import CLIError, Parser, run_guarded
 from .options import add_spec_and_format
 
 
@@ -103,26 +106,89 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unescape(text: str) -> str:
+    r"""`\n`, `\t`, `\r` and `\\` typed in a shell argument as the characters they stand for."""
+    return re.sub(r"\\([ntr\\])", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
+
+
+def _read_prompt(prompt: str) -> str:
+    if prompt != "-":
+        return prompt
+    if sys.stdin is None or sys.stdin.isatty():
+        raise CLIError("the prompt `-` reads standard input, and none is piped in",
+                       hint='echo "def fib(n):" | zoo generate tiny-code -')
+    text = sys.stdin.read()
+    if not text:
+        raise CLIError("the prompt `-` reads standard input, and it was empty")
+    return text
+
+
+def _check_generate_args(args: argparse.Namespace) -> None:
+    """The sampling flags in range, before a model is loaded (named as flags)."""
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise CLIError(f"--temperature must be a finite number >= 0 (0 is greedy), got {args.temperature}")
+    if args.top_p is not None and not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+        raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}", hint="e.g. --top-p 0.9 keeps the smallest set "
+                       "of tokens holding 90% of the probability")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}", hint="leave it out to sample from every token")
+    if args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.image and args.suffix is not None:
+        raise CLIError("--suffix (infilling) and --image do not go together")
+    if args.stream and (args.image or args.suffix is not None):
+        raise CLIError("--stream streams plain completions: not with --image or --suffix")
+    parse_device(args.device)  # CUDA asked for where there is none: before loading anything
+
+
+def _check_model_for(model: Any, args: argparse.Namespace, prompt: str) -> None:
+    """What the loaded model must have for these flags: a tokenizer, infilling for --suffix,
+    a vision encoder for --image, room in its context for --max-new-tokens."""
+    if getattr(model, "tokenizer", None) is None:
+        raise CLIError(f"{args.model} has no tokenizer: `zoo generate` turns text into tokens with the tokenizer "
+                       "file a checkpoint folder carries (tokenizer.model, tokenizer.json or tekken.json)",
+                       hint="copy the tokenizer file of the model it was trained from into the folder")
+    if args.suffix is not None and (model.spec.tokenizer is None or model.spec.tokenizer.infill is None):
+        raise CLIError(f"{args.model} was not trained for infilling (no <PRE>/<SUF>/<MID> tokens), so --suffix "
+                       "cannot be used", hint="fill in the middle with a Code Llama model, e.g. codellama-7b")
+    if args.image and getattr(model, "vision", None) is None:
+        raise CLIError(f"{args.model} has no vision encoder: --image needs a vision-language model "
+                       "(e.g. pixtral-12b)")
+    context = getattr(getattr(model, "cfg", None), "max_seq_len", None)
+    if context is not None and not args.image:
+        n = len(model._prompt_ids(prompt)) + (0 if args.suffix is None else len(model.tokenizer.encode(args.suffix)) + 3)
+        if n + args.max_new_tokens > context:
+            raise CLIError(f"a {n}-token prompt plus --max-new-tokens {args.max_new_tokens} is past {args.model}'s "
+                           f"context of {context} tokens (its max_seq_len)",
+                           hint=f"ask for at most --max-new-tokens {max(1, context - n)}")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
+    _check_generate_args(args)
+    prompt = _read_prompt(args.prompt)
     model = api.load(args.model, args.overrides, backend=args.backend, device=args.device, dtype=args.dtype,
                      spec=args.spec, format=args.format)
     model.eval()
+    _check_model_for(model, args, prompt)
+    # no --seed: a fresh one, so sampling differs from run to run (greedy ignores it)
+    seed = args.seed if args.seed is not None else secrets.randbits(63)
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-              seed=args.seed)
+              seed=seed)
     if args.image:
-        if getattr(model, "vision", None) is None:
-            print(f"error: {args.model} has no vision encoder: --image needs a vision-language model "
-                  "(e.g. pixtral-12b)", file=sys.stderr)
-            return 2
-        if args.suffix is not None:
-            print("error: --suffix (infilling) and --image do not go together", file=sys.stderr)
-            return 2
-        print(model.generate_text(args.prompt, images=args.image, **kw))
+        print(model.generate_text(prompt, images=args.image, stop=args.stop, **kw))
         return 0
     if args.suffix is not None:
-        print(args.prompt + model.infill(args.prompt, args.suffix, **kw) + args.suffix)
-    else:
-        print(args.prompt + model.generate_text(args.prompt, **kw))
+        print(prompt + model.infill(prompt, args.suffix, **kw) + args.suffix)
+        return 0
+    if not args.stream:
+        print(prompt + model.generate_text(prompt, stop=args.stop, **kw))
+        return 0
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    for piece in model.stream(prompt, stop=args.stop, **kw):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0
 
 
@@ -138,11 +204,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=None, help="eager, sdpa, xformers, xla or auto (default: $ZOO_BACKEND or auto)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or xla")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="Models as data: YAML specs, compiled and loaded.")
+    parser = Parser(prog="zoo", description="Models as data: YAML specs, compiled and loaded.")
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}", help="print the version")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="every model in the catalog, with family and size")
@@ -150,28 +217,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", help="a model's shape, parameter count, memory and FLOPs/token")
-    p.add_argument("model")
+    p.add_argument("model", help="catalog name, YAML spec or checkpoint folder")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. arch.n_layers=2")
     p.add_argument("--resolved", action="store_true", help="the effective spec, each key with its source file")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("compile", help="check a spec and plan it for a backend")
     p.add_argument("spec", help="catalog name or YAML file")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. arch.n_layers=2")
     p.add_argument("--explain", action="store_true", help="print each op, its kernel and why")
     _add_backend(p)
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("generate", help="complete a prompt with a checkpoint or catalog model")
+    p = sub.add_parser("generate", help="complete a prompt with a checkpoint or catalog model",
+                       description="Complete a prompt (greedy by default; --temperature samples).",
+                       epilog='examples:\n  zoo generate tiny-code "def f(" --stream --stop "\\n\\n" --seed 1\n'
+                              '  echo "def fib(n):" | zoo generate tiny-code -',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="checkpoint folder, catalog name or Hub repo")
-    p.add_argument("prompt")
-    p.add_argument("overrides", nargs="*")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("prompt", help="the text to complete; - reads it from standard input")
+    p.add_argument("overrides", nargs="*", help="dotted spec overrides, e.g. arch.max_seq_len=4096")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default); higher samples more freely")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    p.add_argument("--top-p", type=float, default=None, help="sample within the smallest set of tokens of this "
+                                                               "probability mass, 0 < p <= 1")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, for the same text again (default: a "
+                                                            "fresh one each run)")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT", type=_unescape,
+                   help="end the completion at this text, not printed (repeatable; \\n and \\t are read as a "
+                        "newline and a tab)")
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)")
     p.add_argument("--suffix", default=None, help="fill in the middle between the prompt and this suffix")
     p.add_argument("--image", action="append", default=[], metavar="FILE",
                    help="an image for a vision-language model (repeatable; [IMG] in the prompt marks where each "
@@ -181,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("schema", help="write the JSON Schema of spec files (for editors)")
-    p.add_argument("-o", "--output", default=None)
+    p.add_argument("-o", "--output", default=None, help="write the schema to this file (default: print it)")
     p.add_argument("--resolved", action="store_true",
                    help="the schema of a complete spec (after extends and interpolation), not of a file as written")
     p.set_defaults(func=cmd_schema)
@@ -192,25 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. A user's mistake (any ZooError) prints `error: …` and returns 2; anything
-    else is a bug in zoo, reported in one line (ZOO_DEBUG=1 shows the traceback) with 1."""
-    args = build_parser().parse_args(argv)
-    try:
+    """Run one command. A user's mistake (any ZooError, a bad argument, a path the OS refuses)
+    prints `error: …` and returns 2; Ctrl-C returns 130; anything else is a bug in zoo, reported
+    in one line (ZOO_DEBUG=1 shows the traceback) with 1."""
+    def run() -> int:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except ZooError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `zoo list | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as e:  # noqa: BLE001 - the last line of defense: no traceback for users
-        if os.environ.get("ZOO_DEBUG"):
-            raise
-        print(f"error: unexpected {type(e).__name__}: {str(e)[:500]} (a bug in zoo; ZOO_DEBUG=1 shows the "
-              "traceback)", file=sys.stderr)
-        return 1
+
+    return run_guarded(run)
 
 
 if __name__ == "__main__":
