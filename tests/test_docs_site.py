@@ -67,18 +67,22 @@ def test_site_builds_strict(tmp_path):
     assert "zoo.compiler.registry.register" in (site / "reference" / "registry" / "index.html").read_text()
 
 
-@pytest.mark.parametrize("page, problem, named", [
-    ("orphan.md", "# Not in the nav\n", "orphan.md"),
-    ("architecture.md", "[a missing page](no-such-page.md)\n", "no-such-page.md"),
-    ("architecture.md", "[a missing anchor](specs.md#no-such-heading)\n", "no-such-heading"),
-    ("reference/errors.md", "::: zoo.compiler.errors.NoSuchError\n", "NoSuchError"),
-])
-def test_strict_build_catches(tmp_path, page, problem, named):
+@pytest.mark.parametrize("mistakes", [
+    # warnings: --strict reports them all in one build
+    {"orphan.md": ("# Not in the nav\n", "orphan.md"),
+     "architecture.md": ("[a missing page](no-such-page.md)\n", "no-such-page.md"),
+     "btx.md": ("[a missing anchor](specs.md#no-such-heading)\n", "no-such-heading")},
+    # an error: the build stops at it
+    {"reference/errors.md": ("::: zoo.compiler.errors.NoSuchError\n", "NoSuchError")},
+], ids=["links-and-nav", "api-reference"])
+def test_strict_build_catches(tmp_path, mistakes):
     """The guard works: each kind of mistake fails the strict build, naming the culprit."""
     docs = tmp_path / "docs"
     shutil.copytree(ROOT / "docs", docs)
-    target = docs / page
-    target.write_text((target.read_text() + "\n" if target.exists() else "") + problem)
+    for page, (problem, _) in mistakes.items():
+        target = docs / page
+        target.write_text((target.read_text() + "\n" if target.exists() else "") + problem)
     r = _build(tmp_path / "site", docs)
-    assert r.returncode != 0, f"{page}: {problem!r} built without complaint"
-    assert named in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.returncode != 0, f"{mistakes} built without complaint"
+    for _, named in mistakes.values():
+        assert named in r.stdout + r.stderr, r.stdout + r.stderr
