@@ -5,7 +5,8 @@
    the sibling folders compiler/, runtime/ and specs/. The hook lays out the import-shaped tree in a
    temporary folder (zoo/ with symbolic links to zoo/'s entries and to the mapped folders) and points
    the python handler's search path at it.
-2. The CLI section of the nav: cli/index.md, then every other page scripts/cli_docs.py wrote, so a
+2. `mkdocs serve` also watches the source folders, so the API reference follows the docstrings.
+3. The CLI section of the nav: cli/index.md, then every other page scripts/cli_docs.py wrote, so a
    new command's page needs no edit of mkdocs.yml.
 """
 
@@ -69,3 +70,9 @@ def on_config(config: Any) -> Any:
     handlers.setdefault("python", {})["paths"] = [str(_import_tree())]
     _cli_nav(config.nav or [], Path(config.docs_dir))
     return config
+
+
+def on_serve(server: Any, config: Any, builder: Any) -> Any:
+    for folder in ("zoo", "compiler", "runtime"):
+        server.watch(str(ROOT / folder))
+    return server
