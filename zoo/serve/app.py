@@ -71,13 +71,30 @@ class Service:
                               stop=s.stop, stop_ids=stops)
 
     def start(self, prompts: list[list[int]], params: list[SamplingParams], n: int,
-              loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Queue, list[Any]]:
-        """Submit n choices per prompt; events arrive on the queue as (choice index, event)."""
+              loop: asyncio.AbstractEventLoop, stream: bool) -> tuple[asyncio.Queue, list[Any]]:
+        """Submit n choices per prompt; events arrive on the queue as (choice index, event).
+        Without streaming, a choice's text is gathered in the engine thread and comes as one
+        event before its end, so the event loop wakes once per choice, not once per token."""
         queue: asyncio.Queue = asyncio.Queue()
         seqs: list[Any] = []
+
+        def sink_for(index: int) -> Any:
+            def post(event: tuple) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, (index, event))
+            if stream:
+                return post
+            pieces: list[str] = []
+
+            def gather(event: tuple) -> None:
+                if event[0] == "text":
+                    pieces.append(event[1])
+                    return
+                if pieces:
+                    post(("text", "".join(pieces)))
+                post(event)
+            return gather
+
         for pi, (ids, p) in enumerate(zip(prompts, params)):
-            def sink_for(index: int) -> Any:
-                return lambda event: loop.call_soon_threadsafe(queue.put_nowait, (index, event))
             seqs += self.engine.submit(ids, p, [sink_for(pi * n + j) for j in range(n)])
         return queue, seqs
 
@@ -198,7 +215,7 @@ def create_app(engine: Engine, name: str, aliases: tuple[str, ...] = ()) -> Fast
             return {"id": rid, "object": "text_completion", "created": created, "model": svc.name,
                     "choices": [choice(i, text or "", reason)]}
 
-        queue, seqs = svc.start(prompts, params, s.n, asyncio.get_running_loop())
+        queue, seqs = svc.start(prompts, params, s.n, asyncio.get_running_loop(), s.stream)
         if s.stream:
             head = [chunk(i, raw[i // s.n], None) for i in range(count) if echo and isinstance(raw[i // s.n], str)]
             return StreamingResponse(_stream(queue, seqs, count, chunk, prompt_tokens, s.include_usage, head),
@@ -233,7 +250,7 @@ def create_app(engine: Engine, name: str, aliases: tuple[str, ...] = ()) -> Fast
             return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": svc.name,
                     "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": reason}]}
 
-        queue, seqs = svc.start([ids], [p], s.n, asyncio.get_running_loop())
+        queue, seqs = svc.start([ids], [p], s.n, asyncio.get_running_loop(), s.stream)
         if s.stream:
             head = [{**chunk(i, None, None), "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                          "logprobs": None, "finish_reason": None}]}
