@@ -323,4 +323,5 @@ def _card_for(folder: Path, repo_id: str) -> str | None:
     hf = (folder / "config.json").is_file()
     files = {k: v["size"] for k, v in doc.files.items() if k != "README.md"}
     return model_card(doc.spec, params=compile_ir(doc.spec)[1].params, layout=doc.layout, hf_loadable=hf,
-                      hf_reason=None if hf else hf_unsupported(doc.spec), repo_id=repo_id, files=files)
+                      hf_reason=None if hf else hf_unsupported(doc.spec), repo_id=repo_id, files=files,
+                      base_model=doc.base_model)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import catalog
-from .checkpoint import CheckpointError, verify_files
+from .checkpoint import SPEC_FILE, CheckpointError, read_document, verify_files
 from .checkpoint.atomic import folder_lock
 from .checkpoint.finite import all_finite, known_finite, remember_finite
 from .checkpoint.tensors import (
@@ -28,7 +28,7 @@ from .checkpoint.tensors import (
     check_loaded,
     parameter_slots,
 )
-from .compiler.errors import UsageError
+from .compiler.errors import UsageError, ZooError
 from .compiler.frontend import override_spec
 from .compiler.paths import escape_reason
 from .compiler.schema import ModelSpec
@@ -181,5 +181,27 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
             base_spec = override_spec(spec, overrides)
     elif base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
         base_spec = catalog.get_spec(str(name), overrides)
-    return load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify,
-                       on_nonfinite=on_nonfinite, layout=layout)
+    net = load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify,
+                      on_nonfinite=on_nonfinite, layout=layout)
+    net.weights_from = weights_origin(name, folder, base_spec)  # type: ignore[assignment]
+    return net
+
+
+def weights_origin(name: str | Path, folder: Path, base_spec: ModelSpec | None) -> str | None:
+    """The Hub repo the weights loaded from `folder` come from, for a card's `base_model`: the
+    repo downloaded, a Hub cache snapshot's repo, or what a local zoo folder's zoo.yaml records."""
+    if not is_folder(name) and bundled_folder(str(name)) is None:  # downloaded by name
+        if base_spec is not None and base_spec.weights is not None:
+            return base_spec.weights.repo
+        return "/".join(str(name).split("/")[:2])
+    if (folder / SPEC_FILE).is_file():
+        try:
+            recorded = read_document(folder).base_model
+        except ZooError:
+            recorded = None
+        if recorded:
+            return recorded
+    root = snapshot_root(folder)
+    if root is not None and root.name.startswith("models--"):
+        return root.name.removeprefix("models--").replace("--", "/", 1)
+    return None

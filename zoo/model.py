@@ -34,6 +34,7 @@ class ModelMixin:
     spec: ModelSpec
     compiled: Compiled
     tokenizer: Any
+    weights_from: str | None = None  # the Hub repo the weights were loaded from (None: built here)
 
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | Path, **kw: Any) -> Path:

@@ -50,7 +50,7 @@ def test_save_writes_spec_shards_index_tokenizer_card_and_config(tmp_path: Path,
     card = (folder / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["library_name"] == "zoo" and front["license"] == "llama2"
-    assert front["zoo"]["parameters"] == m.num_parameters and front["base_model"] == "codellama/CodeLlama-7b-hf"
+    assert front["zoo"]["parameters"] == m.num_parameters and "base_model" not in front  # random weights
     assert f"| parameters | {m.num_parameters:,} |" in card and 'zoo.load("' in card and "AutoModelForCausalLM" in card
 
     back = zoo.load(folder)

@@ -37,10 +37,14 @@ class Document:
     spec: ModelSpec
     layout: str = CANONICAL
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base_model: str | None = None  # the Hub repo the weights come from, when known
 
 
-def spec_document(spec: ModelSpec, layout: str = CANONICAL, files: dict[str, Any] | None = None) -> dict[str, Any]:
+def spec_document(spec: ModelSpec, layout: str = CANONICAL, files: dict[str, Any] | None = None,
+                  base_model: str | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "fingerprint": spec.fingerprint(), "layout": layout}
+    if base_model:
+        doc["base_model"] = base_model
     if files:
         doc["files"] = files
     doc["spec"] = spec.model_dump(mode="json")
@@ -94,7 +98,8 @@ def read_document(folder: Path) -> Document:
         why = name_problem(name)
         if why:
             raise CheckpointError(f"{path}: files: {why}")
-    return Document(spec, str(doc.get("layout") or CANONICAL), files)
+    base = doc.get("base_model")
+    return Document(spec, str(doc.get("layout") or CANONICAL), files, base if isinstance(base, str) and base else None)
 
 
 def written_fingerprint(raw_spec: Any) -> str:
@@ -108,7 +113,8 @@ def read_spec(folder: Path) -> ModelSpec:
     return read_document(folder).spec
 
 
-def write_spec(folder: Path, spec: ModelSpec, layout: str = CANONICAL, files: dict[str, Any] | None = None) -> None:
+def write_spec(folder: Path, spec: ModelSpec, layout: str = CANONICAL, files: dict[str, Any] | None = None,
+               base_model: str | None = None) -> None:
     text = "# written by zoo: the resolved spec this checkpoint was saved with, its tensor layout and files\n"
-    text += yaml.safe_dump(spec_document(spec, layout, files), sort_keys=False)
+    text += yaml.safe_dump(spec_document(spec, layout, files, base_model), sort_keys=False)
     (Path(folder) / SPEC_FILE).write_text(text, encoding="utf-8")

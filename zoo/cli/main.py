@@ -144,6 +144,9 @@ def _check_generate_args(args: argparse.Namespace) -> None:
 def _check_model_for(model: Any, args: argparse.Namespace, prompt: str) -> None:
     """What the loaded model must have for these flags: a tokenizer, infilling for --suffix,
     a vision encoder for --image, room in its context for --max-new-tokens."""
+    if args.image and getattr(model, "vision", None) is None:
+        raise CLIError(f"{args.model} has no vision encoder: --image needs a vision-language model "
+                       "(e.g. pixtral-12b)")
     if getattr(model, "tokenizer", None) is None:
         raise CLIError(f"{args.model} has no tokenizer: `zoo generate` turns text into tokens with the tokenizer "
                        "file a checkpoint folder carries (tokenizer.model, tokenizer.json or tekken.json)",
@@ -151,9 +154,6 @@ def _check_model_for(model: Any, args: argparse.Namespace, prompt: str) -> None:
     if args.suffix is not None and (model.spec.tokenizer is None or model.spec.tokenizer.infill is None):
         raise CLIError(f"{args.model} was not trained for infilling (no <PRE>/<SUF>/<MID> tokens), so --suffix "
                        "cannot be used", hint="fill in the middle with a Code Llama model, e.g. codellama-7b")
-    if args.image and getattr(model, "vision", None) is None:
-        raise CLIError(f"{args.model} has no vision encoder: --image needs a vision-language model "
-                       "(e.g. pixtral-12b)")
     context = getattr(getattr(model, "cfg", None), "max_seq_len", None)
     if context is not None and not args.image:
         n = len(model._prompt_ids(prompt)) + (0 if args.suffix is None else len(model.tokenizer.encode(args.suffix)) + 3)

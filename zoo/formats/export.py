@@ -78,7 +78,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_checkpoint_files(model: nn.Module, folder: Path, *, layout: str | None = None,
                            max_shard_size: int = 5 * 2**30, repo_id: str | None = None,
-                           progress: bool | None = None, card: bool = True) -> str:
+                           progress: bool | None = None, card: bool = True, name: str | None = None) -> str:
     """Tensors (+ index), config.json where transformers runs the spec, tokenizer, card, into
     `folder` (zoo.yaml is the caller's: it lists these files). Returns the layout written."""
     spec: ModelSpec = model.spec  # type: ignore[attr-defined]
@@ -101,7 +101,8 @@ def write_checkpoint_files(model: nn.Module, folder: Path, *, layout: str | None
         text = model_card(spec, params=sum(t.numel() for t in state.values()), layout=layout,
                           hf_loadable=reason is None, hf_reason=reason, repo_id=repo_id,
                           files={k: v for k, v in files.items() if k != "zoo.yaml"},
-                          dtype=str(_dtype(model)).removeprefix("torch."))
+                          dtype=str(_dtype(model)).removeprefix("torch."),
+                          base_model=getattr(model, "weights_from", None), name=name)
         (folder / "README.md").write_text(text, encoding="utf-8")
     return layout
 
@@ -166,21 +167,22 @@ def save(model: Any, path: str | Path, *, max_shard_size: int | str = 5 * 2**30,
     """
     target = Path(path)
     with atomic_folder(target, overwrite) as tmp:
-        save_into(model, tmp, layout=layout, max_shard_size=max_shard_size, repo_id=repo_id, progress=progress)
+        save_into(model, tmp, layout=layout, max_shard_size=max_shard_size, repo_id=repo_id, progress=progress,
+                  name=target.name)
     return target.absolute()
 
 
 def save_into(model: Any, folder: Path, *, layout: str | None = None, max_shard_size: int | str = 5 * 2**30,
               repo_id: str | None = None, progress: bool | None = None,
-              extra: Callable[[Path], None] | None = None) -> None:
+              extra: Callable[[Path], None] | None = None, name: str | None = None) -> None:
     """A zoo checkpoint's files written into the (new, empty) `folder`: `save` without the
     atomic swap, for callers that hold their own temporary folder. `extra(folder)` adds files
     (a trainer's state) before zoo.yaml lists every file."""
     layout = write_checkpoint_files(model, folder, layout=layout, max_shard_size=parse_size(max_shard_size),
-                                    repo_id=repo_id, progress=progress)
+                                    repo_id=repo_id, progress=progress, name=name)
     if extra is not None:
         extra(folder)
-    write_spec(folder, model.spec, layout, manifest(folder))
+    write_spec(folder, model.spec, layout, manifest(folder), base_model=getattr(model, "weights_from", None))
 
 
 EXPORTERS = {"hf": export_hf, "meta": export_meta, "mistral": export_mistral, "zoo": save}
