@@ -27,9 +27,11 @@ class SDPABackend(Backend):
     @staticmethod
     def _native(kernel: Any, name: str, fallback: str) -> tuple[Any, str]:
         """`kernel` where zoo's native kernels can run here, else None and why not."""
-        from ..kernels import precheck
+        from ..kernels import precheck, small_gemm_status
 
         ok, why = precheck()
+        if ok:  # built (once per machine, then loaded) now rather than inside a torch.compile trace
+            small_gemm_status()
         return (kernel, name) if ok else (None, f"{fallback} (zoo native kernels unavailable: {why})")
 
     def linear_kernel(self) -> tuple[Any, str]:

@@ -6,7 +6,9 @@ weights, float32 sums), which runs at close to memory bandwidth where MKL's GEMV
 (`block_step.py`); `gemm.c`, a packed GEMM for prefill-sized linears on AVX2 CPUs (faster
 than MKL's float32 GEMM on this class of machine, and it reads bf16 weights without a widened
 copy), with a causal attention for prefill on top of it; and `eltwise.c`, one-pass RMSNorm,
-SiLU*up and RoPE. `cpu_linear` is what the sdpa backend binds. The library is
+SiLU*up and RoPE. `cpu_linear` is what the sdpa backend binds. Each kernel is also a
+`torch.library` custom op (`torch.ops.zoo.*`, ops.py), which is what `torch.compile` and
+`torch.export` see; plain eager calls skip the dispatcher. The library is
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
 atomically, so concurrent processes never load a half-written file. Where it cannot be built
 (no compiler, no AVX2/FMA, a compile error) or ZOO_KERNELS=0, `small_linear` returns None and the
@@ -16,7 +18,6 @@ caller uses torch; `small_gemm_status()` says which and why, for `--explain`.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -110,7 +111,7 @@ def _build() -> ctypes.CDLL:
     lib.zoo_silu_mul.restype = None
     lib.zoo_rope.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4 + [i64p, ctypes.c_int64]
     lib.zoo_rope.restype = None
-    from .block_step import declare
+    from .step_call import declare
 
     declare(lib)
     return lib
@@ -139,11 +140,24 @@ def small_gemm_status() -> tuple[bool, str]:
     return _status
 
 
-@functools.cache
+def ready() -> bool:
+    """Whether the library is loaded here, building it on the first call outside a trace; inside
+    one (torch.compile) a library not built yet is not built (Dynamo cannot trace the build), and
+    the kernels decline, so the graph holds torch's ops. Binding the sdpa backend builds it."""
+    if _lib is not None:
+        return True
+    if _status is None and torch.compiler.is_compiling():
+        return False
+    return small_gemm_status()[0]
+
+
+_AVX2 = torch.backends.cpu.get_cpu_capability() == "AVX2"  # read once: torch.compile cannot trace the query
+
+
 def _avx2() -> bool:
     """The packed GEMM and the attention on it are AVX2 code: used where that is the widest the CPU
     has (on AVX-512, MKL's and torch's own kernels are wider)."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX2"
+    return _AVX2
 
 
 def _applies(x: torch.Tensor, weight: torch.Tensor, bf16: bool = False) -> bool:
@@ -159,7 +173,7 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, bf16: bool = False) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
-    return _lib is not None or small_gemm_status()[0]
+    return ready()
 
 
 def small_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
@@ -170,11 +184,7 @@ def small_bmm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
     b, m, k = x.shape
     if m == 0 or m > MAX_ROWS or weight.shape[0] != b or weight.shape[2] != k or not _applies(x, weight):
         return None
-    x = x.contiguous()
-    y = torch.empty(b, m, weight.shape[1], dtype=torch.float32)
-    if _lib.zoo_small_bgemm(x.data_ptr(), weight.data_ptr(), y.data_ptr(), b, m, weight.shape[1], k) != 0:  # type: ignore[union-attr]
-        return None
-    return y
+    return ops.call(ops.small_bgemm, ops.small_bgemm_raw, x.contiguous(), weight)
 
 
 def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
@@ -188,10 +198,7 @@ def small_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     m = x.numel() // k
     n = weight.shape[0]
     x2 = x.reshape(m, k).to(torch.float32).contiguous()
-    y = torch.empty(*x.shape[:-1], n, dtype=torch.float32)
-    fn = _lib.zoo_small_gemm if weight.dtype is torch.float32 else _lib.zoo_small_gemm_bf16  # type: ignore[union-attr]
-    if fn(x2.data_ptr(), weight.data_ptr(), y.data_ptr(), m, n, k) != 0:
-        return None
+    y = ops.call(ops.small_gemm, ops.small_gemm_raw, x2, weight).view(*x.shape[:-1], n)
     if bias is not None:
         y += bias
     return y.to(x.dtype)
@@ -213,10 +220,7 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     x2 = x.reshape(m, k)
     if x2.dtype is not torch.float32 or x2.stride(-1) != 1:
         x2 = x2.to(torch.float32).contiguous()
-    y = torch.empty(*x.shape[:-1], n, dtype=torch.float32)
-    if _lib.zoo_gemm_nt(x2.data_ptr(), x2.stride(0), weight.data_ptr(), int(weight.dtype is torch.bfloat16),  # type: ignore[union-attr]
-                        y.data_ptr(), n, m, n, k) != 0:
-        return None
+    y = ops.call(ops.gemm_nt, ops.gemm_nt_raw, x2, weight).view(*x.shape[:-1], n)
     if bias is not None:
         y += bias
     return y.to(x.dtype)
@@ -231,7 +235,7 @@ def _plain_f32(*xs: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
         return False
-    return _lib is not None or small_gemm_status()[0]
+    return ready()
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor | None:
@@ -248,13 +252,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         return None
     if any(x.stride(-1) != 1 for x in (q, k, v)) or not _plain_f32(q, k, v):
         return None
-    out = torch.empty(b, t, h, d)
-    o = out.transpose(1, 2)
-    strides = [(ctypes.c_int64 * 3)(*x.stride()[:3]) for x in (q, k, v, o)]
-    if _lib.zoo_causal_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), b, h, hkv, t, s, d,  # type: ignore[union-attr]
-                                 *strides, scale) != 0:
-        return None
-    return o
+    return ops.call(ops.causal_attention, ops.causal_attention_raw, q, k, v, float(scale))
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
@@ -266,16 +264,14 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor |
     x2 = x.reshape(-1, d)
     if x2.stride(-1) != 1:
         return None
-    out = torch.empty(x.shape, dtype=torch.float32)
-    _lib.zoo_rmsnorm(x2.data_ptr(), x2.stride(0), weight.data_ptr(), out.data_ptr(), x2.shape[0], d, eps)  # type: ignore[union-attr]
-    return out
+    return ops.call(ops.rmsnorm, ops.rmsnorm_raw, x, weight, float(eps))
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor | None:
     """silu(gate) * up in one pass, written into `gate` (a fresh projection output) and returned."""
     if gate.shape != up.shape or not gate.is_contiguous() or not up.is_contiguous() or not _plain_f32(gate, up):
         return None
-    _lib.zoo_silu_mul(gate.data_ptr(), up.data_ptr(), gate.numel())  # type: ignore[union-attr]
+    ops.call(ops.silu_mul, ops.silu_mul_raw, gate, up)
     return gate
 
 
@@ -288,8 +284,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor 
     if cos.shape != sin.shape or cos.shape[1:] != (1, t, d) or cos.shape[0] not in (1, b) or not cos.is_contiguous() \
             or not sin.is_contiguous():
         return None
-    strides = (ctypes.c_int64 * 3)(*x.stride()[:3])
-    _lib.zoo_rope(x.data_ptr(), cos.data_ptr(), sin.data_ptr(), b, h, t, d, strides, cos.shape[0])  # type: ignore[union-attr]
+    ops.call(ops.rope, ops.rope_raw, x, cos, sin)
     return x
 
 
@@ -302,3 +297,6 @@ def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None)
     if y is not None:
         return y
     return packed_linear(x, weight, bias)
+
+
+from . import ops

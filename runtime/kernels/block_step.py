@@ -7,14 +7,15 @@ on the CPU with float32 or bfloat16 parameters and cache (summed in float32: a b
 half the bytes and keeps a float32 residual stream within the step), for steps of at most 32 rows (batch x new tokens) over an unpadded
 dynamic KV cache, and declines everything else by returning None (the modules then run op by op).
 
-The ctypes argument array for a stack is built once and kept for its first block; every call
-checks that each parameter is still the same tensor at the same address (a `.to()`, a
-`load_state_dict(assign=True)` or a new cache rebuilds it), which costs ~50 us for 12 blocks.
+The call is the custom op `zoo::stack_step` (ops.py), so `torch.compile` sees one op that writes
+the cache layers; in eager code its implementation is called directly (step_call.py keeps the
+ctypes argument array while the same tensors come back). What a stack of modules gives it
+besides tensors (each block's window, RoPE, eps and scale) is kept per stack and recomputed when
+a block's modules are replaced.
 """
 
 from __future__ import annotations
 
-import ctypes
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -22,25 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import MAX_ROWS  # rows per step, as the small-GEMM
+from . import MAX_ROWS, ops, ready, step_call  # rows per step, as the small-GEMM
+
 _PARAMS = ("attn_norm", "ffn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate", "ffn.up", "ffn.down")
-
-
-class _Block(ctypes.Structure):
-    _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len", "rope", "wbf16",
-                                               "kvbf16")]
-                + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
-                + [(n, ctypes.c_void_p) for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "wg", "wu", "wd",
-                                                  "kc", "vc")])
-
-
-def declare(lib: ctypes.CDLL) -> None:
-    lib.zoo_stack_step.argtypes = [ctypes.POINTER(_Block), ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    lib.zoo_stack_step.restype = ctypes.c_int
-    lib.zoo_block_work.argtypes = [ctypes.c_int64] * 8
-    lib.zoo_block_work.restype = ctypes.c_int64
 
 
 def structure(block: Any) -> tuple[bool, str]:
@@ -78,51 +63,59 @@ def _ok(t: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> 
 
 
 _STORED = (torch.float32, torch.bfloat16)  # parameters and cache: read as they are, summed in float32
+_PATHS = tuple(tuple(n.split(".")) for n in _PARAMS)
 
 
-# first block of a stack -> {ids of the stack's blocks: plan}; beside the modules rather than in
-# them, so a model can still be deep-copied or pickled (ctypes pointers cannot) and a plan goes
-# when its blocks do
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _modules(blocks: Sequence[Any]) -> list[Any] | None:
+    """The 9 weight-holding modules of every block, walked live (None where one is missing)."""
+    out = []
+    for blk in blocks:
+        for path in _PATHS:
+            m = blk
+            for name in path:
+                m = m._modules.get(name)
+                if m is None:
+                    return None
+            out.append(m)
+    return out
 
 
-class _Plan:
-    """The argument array for one stack and one cache, and what it was built from."""
+def _describe(blocks: Sequence[Any]) -> tuple[bool, list[int], list[float], int]:
+    """(takes them, (window, rope) and (eps, scale) per block, the RoPE table width or 0)."""
+    if not all(structure(blk)[0] for blk in blocks):
+        return False, [], [], 0
+    config: list[int] = []
+    scales: list[float] = []
+    for blk in blocks:
+        c = blk.attn.cfg
+        config += [c.sliding_window or 0, int(c.rope is not None)]
+        scales += [float(blk.attn_norm.eps), float(blk.attn.scale)]
+    roped = {blk.attn.cfg.head_dim for blk in blocks if blk.attn.cfg.rope is not None}
+    return len(roped) <= 1, config, scales, (roped.pop() if len(roped) == 1 else 0)
+
+
+class _Stack:
+    """One stack of blocks over one cache in eager code: its modules, what `_describe` says, and the
+    native argument array, kept while each weight is the same tensor at the same address and the
+    cache is the same (a `.to()`, a `load_state_dict(assign=True)` or a new cache rebuilds it)."""
 
     def __init__(self, blocks: Sequence[Any], cache: Any):
-        # (module._parameters, a weak reference to the weight it held, that weight's address)
-        self.slots: list[tuple[dict, Any, int]] = []
-        self.args = (_Block * len(blocks))()
         self.cache = weakref.ref(cache)
-        self.ok = True
-        self._work: dict[tuple[int, int], int] = {}
-        self.dims: list[tuple[int, ...]] = []
-        for arg, blk in zip(self.args, blocks):
-            mods = [blk.get_submodule(n) for n in _PARAMS]
-            weights = [m._parameters["weight"] for m in mods]
-            dtype = weights[0].dtype
-            if not all(_ok(w, _STORED) and w.dtype is dtype for w in weights):
-                self.ok = False
-                return
-            self.slots += [(m._parameters, weakref.ref(w), w.data_ptr()) for m, w in zip(mods, weights)]
-            a, f = blk.attn, blk.ffn
-            c = a.cfg
-            kc, vc = cache.k[a.layer], cache.v[a.layer]
-            if not (_ok(kc, _STORED) and _ok(vc, (kc.dtype,))):
-                self.ok = False
-                return
-            hidden = f.gate.weight.shape[0]
-            arg.D, arg.H, arg.Hkv, arg.hd, arg.F = a.q.weight.shape[1], c.n_heads, c.n_kv_heads, c.head_dim, hidden
-            arg.window, arg.max_len, arg.eps, arg.scale = c.sliding_window or 0, kc.shape[2], blk.attn_norm.eps, a.scale
-            arg.rope = c.rope is not None
-            arg.wbf16, arg.kvbf16 = dtype is torch.bfloat16, kc.dtype is torch.bfloat16
-            (arg.attn_norm, arg.ffn_norm, arg.wq, arg.wk, arg.wv, arg.wo, arg.wg, arg.wu,
-             arg.wd) = [w.data_ptr() for w in weights]
-            arg.kc, arg.vc = kc.data_ptr(), vc.data_ptr()
-            self.dims.append((arg.D, c.n_heads, c.n_kv_heads, c.head_dim, hidden, kc.shape[2]))
-        roped = {blk.attn.cfg.head_dim for blk in blocks if blk.attn.cfg.rope is not None}
-        self.ok = len(roped) <= 1  # one RoPE table size for the whole stack
-        self.rope_dim = roped.pop() if len(roped) == 1 else 0
+        self.plan: step_call.Plan | None = None
+        self.slots: list[tuple[dict, Any, int]] = []  # (module._parameters, weak weight, its address)
+        mods = _modules(blocks)
+        self.ok, self.config, self.scales, self.rope_dim = _describe(blocks) if mods is not None else (False, [], [], 0)
+        if not self.ok:
+            return
+        weights = [m._parameters["weight"] for m in mods]  # type: ignore[union-attr]
+        layers = [blk.attn.layer for blk in blocks]
+        try:
+            self.plan = step_call.Plan(weights, [cache.k[i] for i in layers], [cache.v[i] for i in layers],
+                                       self.config, self.scales)
+        except step_call.Declined:
+            self.ok = False
+            return
+        self.slots = [(m._parameters, weakref.ref(w), w.data_ptr()) for m, w in zip(mods, weights)]  # type: ignore[union-attr]
 
     def valid(self, cache: Any) -> bool:
         if self.cache() is not cache:
@@ -133,12 +126,23 @@ class _Plan:
                 return False
         return True
 
-    def work(self, lib: ctypes.CDLL, rows: int, threads: int) -> int:
-        """Scratch floats for a step of `rows` rows on `threads` threads (the largest block's)."""
-        key = (rows, threads)
-        if key not in self._work:
-            self._work[key] = max(lib.zoo_block_work(rows, *d[:5], d[5], threads) for d in self.dims)
-        return self._work[key]
+
+# first block of a stack -> {ids of the stack's blocks: _Stack}; beside the modules rather than
+# in them, so a model can still be deep-copied or pickled (ctypes pointers cannot) and an entry
+# goes when its blocks do
+_STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tensors_ok(weights: Sequence[torch.Tensor], kc: Sequence[torch.Tensor], vc: Sequence[torch.Tensor]) -> bool:
+    """What the step's implementation checks when it builds its arguments, for a tracer (whose
+    fake tensors are only checked here): one stored dtype per block, CPU, contiguous."""
+    for l in range(len(kc)):
+        ws = weights[9 * l:9 * l + 9]
+        if not all(_ok(w, (ws[0].dtype,)) for w in ws) or ws[0].dtype not in _STORED:
+            return False
+        if not (_ok(kc[l], _STORED) and _ok(vc[l], (kc[l].dtype,))):
+            return False
+    return True
 
 
 def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[Any], layout: Any,
@@ -147,46 +151,49 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     written. With `parallel` = p > 0, the last p blocks run side by side on the output of the
     others (a multi-token model's heads over its trunk), and the result is (p, B, T, dim).
     None (nothing written) where the native step does not apply."""
-    from . import library
-
     if cache is None or cache.static or layout.key_valid is not None or layout.segments is not None or not blocks:
         return None
     b, t, _ = x.shape
-    if b * t > MAX_ROWS or b != cache.batch or not _ok(x, _STORED):
+    if b * t > MAX_ROWS or b != cache.batch or not _ok(x, _STORED) or layout.start + t > cache.max_len:
         return None
     if torch.is_grad_enabled() and (x.requires_grad or blocks[0].attn.q.weight.requires_grad):
         return None
-    plans = _PLANS.setdefault(blocks[0], {})
-    key = tuple(map(id, blocks))
-    plan = plans.get(key)
-    if plan is None or not plan.valid(cache):
-        if not all(structure(blk)[0] for blk in blocks):
+    parallel = int(parallel)
+    if not 0 <= parallel <= len(blocks):
+        raise ValueError(f"parallel={parallel} with {len(blocks)} blocks")
+    if not ready():
+        return None
+    traced = ops.traced(x)
+    if traced:  # a tracer reads the modules once per graph and checks the tensors' metadata
+        mods = _modules(blocks)
+        ok, config, scales, rope_dim = _describe(blocks) if mods is not None else (False, [], [], 0)
+        if not ok:
             return None
-        plan = plans[key] = _Plan(blocks, cache)
-    if not plan.ok:
-        return None
-    lib = library()
-    if lib is None:
-        return None
+    else:
+        stacks = _STACKS.setdefault(blocks[0], {})
+        key = tuple(map(id, blocks))
+        stack = stacks.get(key)
+        if stack is None or not stack.valid(cache):
+            stack = stacks[key] = _Stack(blocks, cache)
+        if not stack.ok:
+            return None
+        rope_dim = stack.rope_dim
     cos = sin = None
-    if plan.rope_dim:  # the blocks' tables are one pair, built once per forward
+    if rope_dim:  # the blocks' tables are one pair, built once per forward
         rope = next(r for r in ropes if r is not None)
         if any(r is not rope for r in ropes if r is not None):
             return None
         cos, sin = rope
-        if not (_ok(cos) and _ok(sin)) or cos.numel() != b * t * plan.rope_dim:
+        if not (_ok(cos) and _ok(sin)) or cos.numel() != b * t * rope_dim:
             return None
-    threads = torch.get_num_threads()
-    work = torch.empty(plan.work(lib, b * t, threads), dtype=torch.float32)
-    parallel = int(parallel)
-    if not 0 <= parallel <= len(blocks):
-        raise ValueError(f"parallel={parallel} with {len(blocks)} blocks")
-    # the residual stream is float32 inside the call whatever the parameters' dtype
-    if parallel:
-        y = torch.empty(parallel, *x.shape, dtype=torch.float32)
-        y[0] = x
-    else:
-        y = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    rc = lib.zoo_stack_step(plan.args, len(blocks), b, t, layout.start, threads, cos.data_ptr() if cos is not None else None,
-                            sin.data_ptr() if sin is not None else None, y.data_ptr(), work.data_ptr(), parallel)
-    return y.to(x.dtype) if rc == 0 else None
+    if not traced:
+        try:
+            return step_call.execute(stack.plan, x, cos, sin, layout.start, parallel).to(x.dtype)  # type: ignore[arg-type]
+        except step_call.Declined:
+            return None
+    weights = [m.weight for m in mods]  # type: ignore[union-attr]
+    layers = [blk.attn.layer for blk in blocks]
+    kc, vc = [cache.k[i] for i in layers], [cache.v[i] for i in layers]
+    if not _tensors_ok(weights, kc, vc):
+        return None
+    return ops.stack_step(x, weights, kc, vc, cos, sin, config, scales, layout.start, parallel).to(x.dtype)

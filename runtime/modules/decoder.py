@@ -93,6 +93,9 @@ class CausalLM(nn.Module):
         self.backend = backend
         kernels = bind(self, backend)
         self._linear, self._step = kernels.linear, kernels.step
+        for mod in self.modules():  # RoPE keys now: torch.compile cannot trace a dataclass's repr
+            if hasattr(getattr(mod, "attn", None), "cfg"):
+                self.rope_key(mod)
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
@@ -192,12 +195,21 @@ class CausalLM(nn.Module):
         return x
 
     @staticmethod
+    def rope_key(blk: Block) -> str:
+        """The block's RoPE as a string ('' without RoPE), made once per block: hashing the config
+        on every step costs more than the lookup."""
+        key = blk.__dict__.get("_rope_key")
+        if key is None:
+            ac = blk.attn.cfg
+            key = blk.__dict__["_rope_key"] = "" if ac.rope is None else f"{ac.head_dim}:{ac.rope!r}"
+        return key
+
+    @staticmethod
     def rope_for(blk: Block, positions: torch.Tensor, dtype: torch.dtype, tables: dict[Any, Any]) -> Any:
         """The block's RoPE (cos, sin), built once per distinct (head_dim, rope, dtype) per forward."""
         key = blk.__dict__.get("_rope_key")
-        if key is None:  # once per block: hashing the config on every step costs more than the lookup
-            ac = blk.attn.cfg
-            key = blk.__dict__["_rope_key"] = "" if ac.rope is None else f"{ac.head_dim}:{ac.rope!r}"
+        if key is None:
+            key = CausalLM.rope_key(blk)
         if not key:
             return None
         if (key, dtype) not in tables:
