@@ -35,6 +35,7 @@ from .hf import (
 from .keymap import Plan, bind
 from .meta import params_from_spec, write_meta
 from .mistral import mistral_params, write_mistral
+from .tokenizer_config import write_tokenizer_config
 from .transforms import FormatError
 
 
@@ -66,10 +67,13 @@ def _dtype(model: nn.Module) -> torch.dtype | None:
     return next((p.dtype for p in model.parameters()), None)
 
 
-def _save_tokenizer(model: nn.Module, folder: Path) -> None:
+def _save_tokenizer(model: nn.Module, folder: Path, hf_files: bool = False) -> None:
+    """The tokenizer's own file; with `hf_files`, transformers' tokenizer files beside it."""
     tok = getattr(model, "tokenizer", None)
     if tok is not None and hasattr(tok, "save"):
         tok.save(folder)
+        if hf_files:
+            write_tokenizer_config(tok, model.spec, folder)  # type: ignore[attr-defined]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -94,7 +98,7 @@ def write_checkpoint_files(model: nn.Module, folder: Path, *, layout: str | None
     if reason is None:
         _write_json(folder / "config.json", to_hf_config(spec, _dtype(model)))
         _write_json(folder / "generation_config.json", generation_config(spec))
-    _save_tokenizer(model, folder)
+    _save_tokenizer(model, folder, hf_files=True)
     if card:
         files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
         files["zoo.yaml"] = 0
