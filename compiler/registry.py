@@ -10,6 +10,7 @@ question a compiler phase asks of a component:
 | accounting           | `cost(node, ctx, inner) -> Cost`          | own parameters + the children's |
 | kernel selection     | `kernels(node, backend) -> [KernelRow]`   | none                            |
 | lowering             | `lower(node, backend)`                    | (what its parent builds with)   |
+| sharding plan        | `shard(node, tp) -> {name: Shard}`        | its own parameters replicated   |
 
 Kinds are grouped in *slots* (`ffn`, `norm`, `attention`, `position`, `heads`, `arch`, …): a
 spec field typed `Slot("ffn")` accepts any kind registered in that slot, chosen by its `kind`
@@ -81,6 +82,19 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """How one parameter splits across tensor-parallel ranks: `style` (replicate, colwise,
+    rowwise, vocab) and the tensor dimension cut into tp equal slices (None: every rank holds it
+    whole). A linear's weight is [out, in]: colwise cuts dim 0, rowwise dim 1."""
+
+    style: str = "replicate"
+    dim: int | None = None
+
+
+REPLICATE = Shard()
+
+
+@dataclass(frozen=True)
 class KernelRow:
     """One line of `--explain`: an op (canonical path), what kind of op, the kernel and why."""
 
@@ -100,6 +114,9 @@ class Kind(Strict):
     #: accounting bucket for this kind's whole subtree ("attention", "vision" …): the outermost
     #: node with a part takes its subtree's parameters; None: the parameters go to the parent's.
     part: ClassVar[str | None] = None
+    #: one FSDP unit (`fully_shard` group): its subtree's parameters gather together (a block);
+    #: parameters outside every unit go with the root's
+    fsdp_unit: ClassVar[bool] = False
 
     @property
     def kind_name(self) -> str:
@@ -126,6 +143,13 @@ class Kind(Strict):
 
     def lower(self, node: "Node", backend: Any) -> Any:
         raise NotImplementedError(f"{self.kind_name} has no lowering of its own")
+
+    def shard(self, node: "Node", tp: int) -> dict[str, Shard]:
+        """The tensor-parallel plan of the parameters this kind decides, by canonical name: its
+        own, and those of children it claims (an attention's q/k/v/o linears); a parameter no
+        ancestor claimed is its own node's kind's to decide. Raises SpecError when the component
+        cannot split `tp` ways. The default: its own parameters replicated."""
+        return {(f"{node.path}.{p.name}" if node.path else p.name): REPLICATE for p in node.params}
 
 
 def kind_name_of(cls: type[Kind]) -> str:

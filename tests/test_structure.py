@@ -16,7 +16,7 @@ PACKAGES = {"zoo": ROOT / "zoo", "zoo.compiler": ROOT / "compiler", "zoo.runtime
             "zoo.specs": ROOT / "specs"}
 #: the compiler's phases: they walk the IR and ask each node's kind
 PHASES = ["compiler/ir.py", "compiler/passes/check.py", "compiler/passes/accounting.py",
-          "compiler/passes/kernels.py", "compiler/lowering.py", "compiler/explain.py", "compiler/__init__.py"]
+          "compiler/passes/kernels.py", "compiler/passes/sharding.py", "compiler/lowering.py", "compiler/explain.py", "compiler/__init__.py"]
 
 
 def modules() -> dict[str, Path]:

@@ -8,12 +8,12 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ...runtime.modules.attention import AttentionConfig
-from ..errors import Problem
+from ..errors import Problem, SpecError
 from ..ir import Dim, Node, Scope, join
-from ..registry import Cost, FieldError, KernelRow, Kind, Slot, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Shard, Slot, register
 from ..values import MAX_CONTEXT, MAX_HEADS, Number, Size
 from .norm import RMSNorm
-from .ops import linear_node
+from .ops import linear_node, linear_shard, require_divisible
 from .position import Rope
 
 
@@ -178,6 +178,21 @@ class Attention(Kind):
                                      f"every backend ({', '.join(traits)})")]
         why = f"backend {backend.name}" + (f" ({', '.join(traits)})" if traits else "")
         return rows + [KernelRow(node.path, self.kind_name, backend.attention_kernel(), why)]
+
+    def shard(self, node: Node, tp: int) -> dict[str, Shard]:
+        """Heads divide among the ranks: q, k, v column-parallel (each rank its n_heads/tp query
+        heads and n_kv_heads/tp kv heads, and their KV cache), o row-parallel; per-head q/k norms
+        are replicated (their children's kinds say so)."""
+        assert self.n_kv_heads is not None
+        require_divisible(node.path, "n_heads", self.n_heads, tp, "attention heads divide among the ranks")
+        require_divisible(node.path, "n_kv_heads", self.n_kv_heads, tp, "kv heads divide among the ranks")
+        if tp > 1 and self.qk_norm is not None and not self.qk_norm.over_heads:  # type: ignore[attr-defined]
+            raise SpecError(Problem(join(node.path, "qk_norm"), "a q/k norm over the whole projection needs every "
+                                    f"head on one rank; it cannot split across tp ({tp}) ranks"))
+        plan: dict[str, Shard] = {}
+        for name, style in (("q", "colwise"), ("k", "colwise"), ("v", "colwise"), ("o", "rowwise")):
+            plan.update(linear_shard(node.child(name), style))
+        return plan
 
     def lower(self, node: Node | None = None, backend: Any = None) -> AttentionConfig:
         assert self.head_dim is not None and self.n_kv_heads is not None

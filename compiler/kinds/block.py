@@ -17,6 +17,7 @@ from .layout import PreNorm
 class Block(Kind):
     slots = ("block",)
     kind: Literal["block"] = "block"
+    fsdp_unit = True
     attention: Annotated[Kind, Slot("attention", default="attention")]
     ffn: Annotated[Kind, Slot("ffn")]
     norm: Annotated[Kind, Slot("norm")]

@@ -11,13 +11,13 @@ from pydantic import Field, model_validator
 
 from ...runtime.modules.decoder import DecoderConfig
 from ..ir import Dim, Node, Scope, join
-from ..registry import Cost, FieldError, KernelRow, Kind, Slot, Strict, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Shard, Slot, Strict, register
 from ..values import MAX_CONTEXT, MAX_LAYERS, MAX_VOCAB, Number, Size, Width
 from .block import Block
 from .heads import NextTokenHead
 from .layout import PreNorm
 from .norm import RMSNorm
-from .ops import embedding_node, linear_node
+from .ops import embedding_node, linear_node, linear_shard, require_divisible
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*(?::\s*(\d+)\s*)?)?$")
 _PART = r"\s*\d+\s*(-\s*\d+\s*(:\s*\d+\s*)?)?"
@@ -209,6 +209,17 @@ class Decoder(Kind):
                               "tied embeddings", after_children=True)]
         return [KernelRow(join(node.path, "output"), "output", "matmul, logits in float32", "untied output head",
                           after_children=True)]
+
+    def shard(self, node: Node, tp: int) -> dict[str, Shard]:
+        """Vocab-parallel: each rank holds vocab/tp rows of the embedding (a lookup outside its
+        rows gives zeros, summed across ranks) and of the output (its slice of the logits,
+        gathered); the final norm is replicated (its kind's default)."""
+        require_divisible(node.path, "vocab_size", self.vocab_size, tp, "embedding and output rows divide among the ranks")
+        plan: dict[str, Shard] = {}
+        for c in node.children:
+            if c.name in ("embed", "output"):
+                plan.update(linear_shard(c, "vocab"))
+        return plan
 
     def config(self, node: Node) -> DecoderConfig:
         """The runtime record of this decoder's IR node."""

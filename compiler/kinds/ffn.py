@@ -12,9 +12,9 @@ from ...runtime.modules.ffn import MLP, GatedFFN
 from .. import registry
 from ..errors import Problem
 from ..ir import Dim, Node, Scope, join
-from ..registry import KernelRow, Kind, register
+from ..registry import KernelRow, Kind, Shard, register
 from ..values import MAX_WIDTH, Number, Width
-from .ops import linear_node
+from .ops import linear_node, linear_shard, require_divisible
 
 
 class DenseFFN(Kind):
@@ -101,6 +101,15 @@ class DenseFFN(Kind):
     def kernels(self, node: Node, backend: Any) -> list[KernelRow]:
         return [KernelRow(node.path, self.kind_name, f"{3 if self.gated else 2} matmuls + {self.act}",
                           "matmuls: the linear kernel below")]
+
+    def shard(self, node: Node, tp: int) -> dict[str, Shard]:
+        """Hidden units divide among the ranks: gate and up column-parallel, down row-parallel."""
+        assert self.hidden_dim is not None
+        require_divisible(node.path, "hidden_dim", self.hidden_dim, tp, "hidden units divide among the ranks")
+        plan: dict[str, Shard] = {}
+        for c in node.children:
+            plan.update(linear_shard(c, "rowwise" if c.name == "down" else "colwise"))
+        return plan
 
     def lower(self, node: Node | None = None, backend: Any = None) -> Build:
         return Build.of(GatedFFN if self.gated else MLP, hidden_dim=self.hidden_dim, activation=self.act,

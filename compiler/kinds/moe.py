@@ -12,9 +12,9 @@ from ...runtime.modules.build import Build
 from ...runtime.modules.moe import MoE as MoEModule
 from ...runtime.modules.moe import MoEConfig
 from ..ir import Dim, Node, Param, Scope, join
-from ..registry import Cost, FieldError, KernelRow, Kind, Slot, Strict, register
+from ..registry import Cost, FieldError, KernelRow, Kind, Shard, Slot, Strict, register
 from ..values import MAX_EXPERTS, Number, Size
-from .ops import linear_node
+from .ops import linear_node, require_divisible
 
 
 class Router(Strict):
@@ -118,6 +118,16 @@ class MoE(Kind):
                           f"router + top-{self.top_k} of {self.n_experts} {self.expert.kind_name} experts, sparse "
                           f"dispatch{shared}", "tokens grouped per expert, each expert runs only on its tokens, "
                           "index_add back" + ("; the shared expert runs densely on every token" if shared else ""))]
+
+    def shard(self, node: Node, tp: int) -> dict[str, Shard]:
+        """Every rank holds every expert, cut on the hidden dim (as a dense FFN): experts.gate
+        and .up [experts, hidden, dim] on dim 1, experts.down [experts, dim, hidden] on dim 2;
+        the router is replicated (every rank routes alike), the shared expert is its own kind's."""
+        assert self.hidden_dim is not None
+        require_divisible(join(node.path, "expert"), "hidden_dim", self.hidden_dim, tp,
+                          "each expert's hidden units divide among the ranks")
+        return {join(node.path, p.name): Shard("rowwise", 2) if p.name.endswith("down") else Shard("colwise", 1)
+                for p in node.params}
 
     def lower(self, node: Node | None = None, backend: Any = None) -> Build:
         e, r = self.expert, self.router

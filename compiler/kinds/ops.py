@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ..ir import Dim, Node, Param
-from ..registry import Cost, KernelRow, Kind, register
+from ..errors import Problem, SpecError
+from ..ir import Dim, Node, Param, join
+from ..registry import REPLICATE, Cost, KernelRow, Kind, Shard, register
 
 
 @register
@@ -45,3 +46,20 @@ def linear_node(path: str, d_in: Dim, d_out: Dim, bias: bool, part: str | None =
 
 def embedding_node(path: str, vocab: Dim, dim: Dim) -> Node:
     return Node(EMBEDDING, path, [Param("weight", (vocab, dim))])
+
+
+def linear_shard(node: Node, style: str) -> dict[str, Shard]:
+    """A linear node split `colwise` (its outputs: weight dim 0 and the bias) or `rowwise` (its
+    inputs: weight dim 1; the bias is added once, after the ranks' partial sums are reduced)."""
+    dim = {"colwise": 0, "rowwise": 1, "vocab": 0}[style]
+    out = {join(node.path, "weight"): Shard(style, dim)}
+    for p in node.params[1:]:
+        out[join(node.path, p.name)] = Shard(style, 0) if dim == 0 else REPLICATE
+    return out
+
+
+def require_divisible(path: str, field: str, value: int, tp: int, what: str = "") -> None:
+    """SpecError naming `field` when `value` does not split into `tp` equal parts."""
+    if value % tp:
+        raise SpecError(Problem(join(path, field), f"{value} is not divisible by tp ({tp})" + (f": {what}" if what else ""),
+                                expected=f"a tp that divides {value}"))

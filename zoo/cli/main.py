@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from .. import __version__, api, catalog
 from ..compiler.explain import render_accounting
 from ..compiler.frontend import apply_overrides
+from ..compiler.passes.sharding import plan_sharding, render_sharding
 from ..compiler.schema import json_schema
 from ..model import parse_device
 from . import btx, chat, serve, train, weights
@@ -89,7 +90,23 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"tokenizer        {s.tokenizer.kind} ({s.tokenizer.file})" + (", infilling" if s.tokenizer.infill else ""))
     if s.weights:
         print(f"weights          {s.weights.repo}@{s.weights.revision} ({s.weights.format})")
+    _print_sharding(c, args)
     return 0
+
+
+def _add_sharding(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tp", type=int, default=None, help="tensor-parallel ranks: print the sharding plan")
+    p.add_argument("--fsdp", type=int, default=None, help="FSDP shards: print the sharding plan")
+
+
+def _print_sharding(c: Any, args: argparse.Namespace) -> None:
+    """The sharding plan (per-rank weights, KV cache per token, what is split) when --tp or
+    --fsdp was given."""
+    if args.tp is None and args.fsdp is None:
+        return
+    tp, fsdp = (1 if n is None else n for n in (args.tp, args.fsdp))
+    for line in render_sharding(plan_sharding(c.ir, tp, fsdp)):
+        print(line)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -98,6 +115,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print(c.explain())
     else:
         print(f"{c.spec.name}: ok, {c.accounting.params:,} parameters, backend {c.backend.name}")
+    _print_sharding(c, args)
     if not c.backend.available:
         print(f"error: backend refused: {c.backend.why}", file=sys.stderr)
         # --explain on a known backend that cannot run here is the question answered; a name
@@ -220,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="catalog name, YAML spec or checkpoint folder")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. arch.n_layers=2")
     p.add_argument("--resolved", action="store_true", help="the effective spec, each key with its source file")
+    _add_sharding(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("compile", help="check a spec and plan it for a backend")
@@ -227,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. arch.n_layers=2")
     p.add_argument("--explain", action="store_true", help="print each op, its kernel and why")
     _add_backend(p)
+    _add_sharding(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("generate", help="complete a prompt with a checkpoint or catalog model",
