@@ -1,7 +1,8 @@
 """`zoo btx`: Branch-Train-MiX from the command line (docs/btx.md).
 
     zoo btx branch runs/seed -n 3 ./experts          # experts/expert-0..2: copies of the seed
-    zoo train experts/expert-0 --data code.bin --steps 2000 --out runs/expert-0   # one per domain
+    zoo btx train experts/expert-0 --data code.bin --steps 2000 --out runs/expert-0   # one job per expert
+    zoo btx train-all ./experts --data code.bin c.bin prose.bin --steps 2000 --out runs --procs 3
     zoo btx mix runs/expert-* --out ./btx --top-k 2  # FFNs -> MoE experts, the rest averaged
     zoo train ./btx --data mix.bin --steps 1000 --out runs/btx-ft                 # MoE finetune
     zoo btx mix runs/expert-* --out ./btm --mode btm               # Branch-Train-Merge (average)
@@ -14,6 +15,13 @@ import argparse
 from typing import Any
 
 from ..recipes.btx import MergeError, branch, mix
+from ..recipes.btx_train import (
+    ExpertRecipe,
+    add_recipe_options,
+    train_all,
+    train_expert,
+    train_on_rank,
+)
 
 
 def cmd_branch(args: argparse.Namespace) -> int:
@@ -46,11 +54,34 @@ def cmd_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    out = train_expert(args.expert, args.data, args.out, ExpertRecipe.from_args(args), overwrite=args.overwrite,
+                       threads=args.threads, progress=False if args.no_progress else None)
+    print(f"trained {args.expert} -> {out}")
+    return 0
+
+
+def cmd_train_all(args: argparse.Namespace) -> int:
+    recipe = ExpertRecipe.from_args(args)
+    if args.ranks_per_expert is not None:
+        done = train_on_rank(args.experts, args.data, args.out, recipe, ranks_per_expert=args.ranks_per_expert,
+                             threads=args.threads, prefix=args.prefix, overwrite=args.overwrite,
+                             skip_done=args.skip_done, progress=False if args.no_progress else None)
+    else:
+        done = train_all(args.experts, args.data, args.out, recipe, procs=args.procs, threads=args.threads,
+                         prefix=args.prefix, overwrite=args.overwrite, skip_done=args.skip_done,
+                         timeout=args.timeout)
+    for p in done:
+        print(p)
+    return 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("btx", help="Branch-Train-MiX: branch a seed into experts, mix trained experts into an MoE",
                        description="Branch-Train-MiX (Sukhbaatar et al. 2024) and its special cases, Branch-Train-"
-                                   "Merge (parameter average) and sparse upcycling. Train each branch with `zoo "
-                                   "train`; MoE-finetune the mixed folder with `zoo train` too.")
+                                   "Merge (parameter average) and sparse upcycling. Train the branches with `zoo "
+                                   "btx train` (one job each) or `zoo btx train-all` (one process each); "
+                                   "MoE-finetune the mixed folder with `zoo train`.")
     bsub = p.add_subparsers(dest="btx_command", required=True)
 
     b = bsub.add_parser("branch", help="N copies of a seed checkpoint as OUT/expert-0..N-1")
@@ -63,6 +94,31 @@ def register(sub: Any) -> None:
     b.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_branch)
+
+    t = bsub.add_parser("train", help="train ONE expert (one job: run one per expert, anywhere)",
+                        description="Fine-tune one branch on its domain; the run folder (step-* checkpoints, "
+                                    "metrics.jsonl) is written atomically to --out, which `zoo btx mix` reads.")
+    t.add_argument("expert", help="a branch from `zoo btx branch` (checkpoint folder or training run)")
+    t.add_argument("--data", required=True, help="this expert's token file")
+    t.add_argument("--out", required=True, help="run folder to write (atomically)")
+    _job_options(t)
+    t.set_defaults(func=cmd_train)
+
+    a = bsub.add_parser("train-all", help="train every expert, one OS process each (or one torchrun rank each)",
+                        description="Train EXPERTS/expert-i on the i-th --data file in its own process, at most "
+                                    "--procs at once, writing OUT/expert-i atomically and OUT/logs/expert-i.log. "
+                                    "Under torchrun, --ranks-per-expert 1: rank r trains expert r, no communication.")
+    a.add_argument("experts", help="the folder `zoo btx branch` wrote (expert-0 … expert-N-1)")
+    a.add_argument("--data", nargs="+", required=True, help="one token file per expert, in expert order")
+    a.add_argument("--out", required=True, help="folder for the trained runs OUT/expert-i")
+    a.add_argument("--procs", type=int, default=1, help="experts trained at once (default 1)")
+    a.add_argument("--ranks-per-expert", type=int, default=None,
+                   help="under torchrun: ranks per expert (only 1: rank r trains experts r, r+W, …)")
+    a.add_argument("--prefix", default="expert", help="expert folder names PREFIX-i (default: expert)")
+    a.add_argument("--timeout", type=float, default=None, help="kill a job running longer (seconds): it fails")
+    a.add_argument("--skip-done", action="store_true", help="skip experts whose OUT/expert-i run exists")
+    _job_options(a)
+    a.set_defaults(func=cmd_train_all)
 
     m = bsub.add_parser("mix", help="merge trained experts: an MoE (btx, upcycle) or a parameter average (btm)")
     m.add_argument("sources", nargs="+", help="expert checkpoints or training runs (newest step); expert i = "
@@ -84,3 +140,11 @@ def register(sub: Any) -> None:
     m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_mix)
+
+
+def _job_options(p: Any) -> None:
+    add_recipe_options(p)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per job (train-all default: CPU count / --procs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing trained run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")

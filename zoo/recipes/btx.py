@@ -1,7 +1,7 @@
 """Branch-Train-MiX (Sukhbaatar et al. 2024) and its two special cases, on zoo checkpoints.
 
     paths = branch("runs/seed/step-001000", 3, "experts")     # expert-0..2: copies of the seed
-    # train each copy on its own domain: `zoo train experts/expert-0 --data code.bin ...`
+    # train each copy on its own domain, as independent jobs: zoo/recipes/btx_train.py (`zoo btx train-all`)
     moe = mix(["runs/code", "runs/c", "runs/prose"], top_k=2)  # BTX: FFNs -> experts, rest averaged
     moe.save("btx")                                            # then MoE-finetune: `zoo train btx ...`
     dense = mix([...], mode="btm")                             # Branch-Train-Merge: average everything
