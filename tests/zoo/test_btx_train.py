@@ -151,8 +151,15 @@ def test_cli_train_one_expert_then_mix(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli(["btx", "mix", str(tmp_path / "runs" / "expert-0"), str(tmp_path / "runs" / "expert-1"), "--out",
                 str(tmp_path / "btx"), "--no-progress"]) == 0
     assert zoo.load(tmp_path / "btx").spec.arch.ffn.n_experts == 2
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a job killed mid-run leaves its hidden folder …
+    (tmp_path / f".ref.tmp-{dead}-abc" / "step-000001").mkdir(parents=True)
     ref = train_expert(experts / "expert-0", data[0], tmp_path / "ref", RECIPE, threads=1, progress=False)
     assert _equal(_state(tmp_path / "runs" / "expert-0"), _state(ref))
+    assert not list(tmp_path.glob(".ref.tmp-*"))  # … which the next job on that output removes
 
 
 @pytest.mark.distributed

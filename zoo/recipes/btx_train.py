@@ -110,6 +110,20 @@ def _run_folder_problem(target: Path) -> str | None:
     return None
 
 
+def _sweep_dead_jobs(out: Path) -> None:
+    """Remove the hidden folders of jobs on this machine that died mid-run (killed: no cleanup ran)."""
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        m = re.match(rf"^\.{re.escape(out.name)}\.tmp-(\d+)-", p.name)
+        if m is None:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except OSError:  # alive under another user, or not ours to signal
+            pass
+
+
 def train_expert(expert: str | Path, data: str | Path, out: str | Path, recipe: ExpertRecipe, *,
                  overwrite: bool = False, threads: int | None = None, progress: bool | None = None) -> Path:
     """Fine-tune one branch `expert` (a checkpoint folder or a run: its newest step) on `data`
@@ -142,6 +156,7 @@ def train_expert(expert: str | Path, data: str | Path, out: str | Path, recipe: 
                          extra={"data": str(Path(data).absolute()), "dtype": r.dtype, "eval_fraction": 0.0,
                                 "sample": r.sample, "seed": r.seed, "btx_expert": str(folder)})
     out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_jobs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         Trainer(model, stream, config, out=tmp).fit(progress=progress)
