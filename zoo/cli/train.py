@@ -4,6 +4,7 @@
         --data tokens.bin --steps 2000 --out runs/tiny --eval-fraction 0.01 --eval-every 200
     zoo train runs/tiny --resume --steps 4000        # newest step folder, same data and split
     zoo train runs/tiny/step-002000 --data other.bin --steps 500 --out runs/ft   # fine-tune
+    torchrun --nproc-per-node 2 -m zoo train SPEC --data tokens.bin --fsdp 2 --steps 100 --out run/
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from ..train import (
     Trainer,
     TrainError,
     checkpoints,
+    distributed,
     read_state,
     resolve_checkpoint,
 )
+
+
+def _say(text: str) -> None:
+    if distributed.world()[0] == 0:
+        print(text)
 
 
 def _streams(data: str, dtype: str, eval_fraction: float, seq_len: int,
@@ -50,9 +57,9 @@ def _resume(args: argparse.Namespace) -> Any:
     train, held = _streams(data, extra.get("dtype", args.dtype), float(extra.get("eval_fraction", 0.0)),
                            geometry["seq_len"], geometry["batch_size"], geometry["mode"], geometry["seed"])
     overrides = {"steps": args.steps} if args.steps is not None else {}
-    print(f"resuming {path} at step {state['step']}")
+    _say(f"resuming {path} at step {state['step']}")
     return Trainer.resume(path, train, eval_data=held, out=args.out, device=args.device, backend=args.backend,
-                          **overrides)
+                          fsdp=bool(args.fsdp), mixed_precision=args.mixed_precision, **overrides)
 
 
 def _fresh(args: argparse.Namespace) -> Any:
@@ -72,23 +79,53 @@ def _fresh(args: argparse.Namespace) -> Any:
     train, held = _streams(args.data, args.dtype, args.eval_fraction, args.seq_len, args.batch_size,
                            args.sample, args.seed)
     n = sum(p.numel() for p in model.parameters())
-    print(f"{model.spec.name}: {n / 1e6:.2f}M parameters; {len(train):,} training tokens"
-          + (f", {len(held):,} held out" if held is not None else ""))
-    return Trainer(model, train, _config(args), eval_data=held, out=args.out)
+    _say(f"{model.spec.name}: {n / 1e6:.2f}M parameters; {len(train):,} training tokens"
+         + (f", {len(held):,} held out" if held is not None else "")
+         + (f"; FSDP over {args.fsdp} ranks, {args.batch_size // args.fsdp} sequences each" if args.fsdp else ""))
+    return Trainer(model, train, _config(args), eval_data=held, out=args.out, fsdp=bool(args.fsdp),
+                   mixed_precision=args.mixed_precision)
+
+
+def _join_group(args: argparse.Namespace) -> None:
+    """--fsdp M: join torchrun's process group and check it has M ranks."""
+    import os
+
+    if args.mixed_precision and not args.fsdp:
+        raise TrainError("--mixed-precision is FSDP's policy (bf16 parameters, fp32 reduction); use --bf16 "
+                         "without --fsdp")
+    if not args.fsdp:
+        return
+    size = distributed.init_from_env(args.device)[1]
+    if size != args.fsdp:
+        raise TrainError(f"--fsdp {args.fsdp} needs {args.fsdp} processes, this run has {size}: launch with "
+                         f"torchrun --nproc-per-node {args.fsdp} -m zoo train ...")
+    if args.device == "cuda":
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _join_group(args)
+    try:
+        return _run(args)
+    finally:
+        if args.fsdp and distributed.world()[1] > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace) -> int:
     trainer = _resume(args) if args.resume else _fresh(args)
     trainer.fit(progress=None if not args.no_progress else False)
     last = trainer.history[-1] if trainer.history else None
     if last is not None:
-        print(f"step {trainer.step}: loss {last.loss:.4f}, {trainer.tokens_seen:,} tokens seen")
+        _say(f"step {trainer.step}: loss {last.loss:.4f}, {trainer.tokens_seen:,} tokens seen")
     if trainer.eval_data is not None:
         ev = trainer.evaluate()
         heads = f" (per head: {', '.join(f'{h:.4f}' for h in ev.head_losses)})" if len(ev.head_losses) > 1 else ""
-        print(f"held-out loss {ev.loss:.4f}{heads}")
+        _say(f"held-out loss {ev.loss:.4f}{heads}")
     if trainer.out is not None:
-        print(f"checkpoint: {trainer.out / f'step-{trainer.step:06d}'}")
+        _say(f"checkpoint: {trainer.out / f'step-{trainer.step:06d}'}")
     return 0
 
 
@@ -127,4 +164,9 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--backend", default=None, help="attention backend (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fsdp", type=int, default=0, metavar="M",
+                   help="FSDP2 over M ranks (launch with torchrun --nproc-per-node M); --batch-size is the global "
+                        "batch; checkpoints are sharded DCP folders")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="with --fsdp: bf16 parameters for compute, float32 gradient reduction")
     p.set_defaults(func=cmd_train)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import loading
+from . import distributed as fsdp_mod
 from . import state as ts
 from .config import TrainConfig, TrainError, lr_at
 from .data import TokenStream
@@ -59,8 +60,16 @@ def is_multi_token(model: nn.Module) -> bool:
 
 class Trainer:
     def __init__(self, model: nn.Module, data: TokenStream, config: TrainConfig | None = None, *,
-                 eval_data: TokenStream | None = None, out: str | Path | None = None) -> None:
+                 eval_data: TokenStream | None = None, out: str | Path | None = None, fsdp: bool = False,
+                 mixed_precision: bool = False) -> None:
+        """`fsdp=True` (under an initialized process group, e.g. torchrun): FSDP2-shard the model
+        across the ranks; each rank trains on its slice of `data`'s global batch and checkpoints
+        are DCP folders (distributed.py). `mixed_precision`: bf16 parameters, float32 reduction."""
+        if fsdp:
+            model = fsdp_mod.shard_model(model, mixed_precision=mixed_precision)
         self.model, self.data, self.eval_data = model, data, eval_data
+        self.sharded = fsdp_mod.is_sharded(model)
+        self.rank = fsdp_mod.world()[0]
         self.config = config or TrainConfig()
         self.out = Path(out) if out is not None else None
         self.device = next(model.parameters()).device
@@ -124,7 +133,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)  # summed on the device: one host sync per step
         aux_total: torch.Tensor | None = None  # MoE: the raw load-balancing loss CausalLM.loss leaves
         for _ in range(self.config.accum_steps):
-            batch = self._to_device(self.data.next_batch())
+            batch = self._to_device(fsdp_mod.local_rows(self.data.next_batch()) if self.sharded
+                                    else self.data.next_batch())
             with self.autocast():
                 if self.config.memory_efficient:
                     loss = self.model.loss(batch, memory_efficient=True)  # type: ignore[operator]
@@ -142,6 +152,8 @@ class Trainer:
                 if p.grad is not None:
                     p.grad.div_(self.config.accum_steps)
         mean = float(total) / self.config.accum_steps
+        if self.sharded:  # each rank's loss is the mean over its equal share of the global batch
+            mean = fsdp_mod.mean_over_ranks(mean, self.device)
         if not math.isfinite(mean):
             raise TrainError(f"loss is {mean} at step {self.step}; lower the learning rate or check the data")
         return mean
@@ -149,6 +161,12 @@ class Trainer:
     def clip_gradients(self) -> float:
         """Clip to `grad_clip` (global L2 norm); returns the norm before clipping."""
         params = [p for _, p in self._trainable() if p.grad is not None]
+        if self.sharded:  # DTensor gradients: the norm is reduced over the shards
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+            if self.config.grad_clip is not None:
+                torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+            return float(norm)
         if self.config.grad_clip is None:
             return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
         return float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
@@ -182,8 +200,8 @@ class Trainer:
 
         end = self.config.steps if steps is None else self.step + steps
         c, start = self.config, len(self.history)
-        bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=None if progress is None
-                   else not progress, dynamic_ncols=True)
+        bar = tqdm(total=end, initial=self.step, desc="train", unit="step", disable=True if self.rank else
+                   None if progress is None else not progress, dynamic_ncols=True)
         with bar:
             while self.step < end:
                 s = self.train_step()
@@ -209,7 +227,7 @@ class Trainer:
         return self.history[start:]
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.out is not None:
+        if self.out is not None and self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -257,29 +275,42 @@ class Trainer:
             if self.out is None:
                 raise TrainError("save_checkpoint() needs a folder, or an `out` folder on the Trainer")
             folder = ts.step_folder(self.out, self.step)
-        path = ts.write_checkpoint(folder, self.model, self.optimizer, self._names, self.state())
-        if self.out is not None and Path(folder).parent.resolve() == self.out.resolve():
+        if self.sharded:
+            path = fsdp_mod.save_dcp(folder, self.model, self.optimizer, self.state())
+        else:
+            path = ts.write_checkpoint(folder, self.model, self.optimizer, self._names, self.state())
+        if self.out is not None and self.rank == 0 and Path(folder).parent.resolve() == self.out.resolve():
             ts.prune(self.out, self.config.keep_last)
         return path
 
     @classmethod
     def resume(cls, folder: str | Path, data: TokenStream, *, eval_data: TokenStream | None = None,
                out: str | Path | None = None, device: str | torch.device | None = None,
-               backend: str | None = None, **overrides: Any) -> Trainer:
+               backend: str | None = None, fsdp: bool | None = None, mixed_precision: bool = False,
+               **overrides: Any) -> Trainer:
         """Continue from a step folder (or the newest one in a run folder): same weights, AdamW
         state, step, data position and RNG, so the run goes on as if never stopped. `data` must
         be the stream the run trained on (checked: length and batch geometry). `overrides`
-        change settings (e.g. steps=...) at the price of exactness."""
+        change settings (e.g. steps=...) at the price of exactness. A DCP folder (written by an
+        FSDP run) resumes at any world size; `fsdp` (default: when more than one rank) shards again."""
         path = ts.resolve_checkpoint(folder)
         state = ts.read_state(path)
         config = TrainConfig.from_json(state["config"], **overrides)
-        model = loading.load(path, device=device or "cpu", backend=backend)
-        trainer = cls(model, data, config, eval_data=eval_data, out=out if out is not None else path.parent)
-        tensors, groups = ts.read_optimizer(path)
-        ts.optimizer_from_files(trainer.optimizer, trainer._names, tensors, groups, str(path))
+        fsdp = fsdp_mod.world()[1] > 1 if fsdp is None else fsdp
+        out = out if out is not None else path.parent
+        if state.get("dcp"):
+            model = fsdp_mod.model_from_dcp(path, device=device or "cpu", backend=backend)
+            trainer = cls(model, data, config, eval_data=eval_data, out=out, fsdp=fsdp, mixed_precision=mixed_precision)
+            fsdp_mod.load_dcp(path, trainer.model, trainer.optimizer)
+        else:
+            model = loading.load(path, device=device or "cpu", backend=backend)
+            trainer = cls(model, data, config, eval_data=eval_data, out=out, fsdp=fsdp, mixed_precision=mixed_precision)
+            tensors, groups = ts.read_optimizer(path)
+            ts.optimizer_from_files(trainer.optimizer, trainer._names, tensors, groups, str(path))
         data.load_state_dict(state["data"])
         if eval_data is not None and state.get("eval_data"):
             eval_data.load_state_dict(state["eval_data"])
         trainer.step, trainer.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        ts.restore_rng(ts.read_rng(path))
+        if not state.get("dcp"):  # a DCP run's ranks had their own generators: none is restored
+            ts.restore_rng(ts.read_rng(path))
         return trainer
