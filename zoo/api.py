@@ -68,7 +68,7 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
          device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
          verify: bool | None = None, on_nonfinite: str = "warn", spec: str | Path | ModelSpec | None = None,
-         format: str | None = None) -> nn.Module:
+         format: str | None = None, tp: int = 1) -> nn.Module:
     """A model with weights, from any of:
 
     - a local folder: zoo's own (zoo.yaml), a transformers folder (config.json + safetensors) or
@@ -88,6 +88,9 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
     folder's config says, and `format` (a key-map name or YAML path) where its tensors are: a new
     architecture's folder loads with no Python. A config.json zoo can read must still describe
     the spec's math (a CheckpointError says where it differs).
+
+    `tp=N` under an initialized process group of N ranks (torchrun): the model split by the
+    compiler's sharding plan (DTensor), each rank reading only its slices of the weights.
     """
     if spec is not None and not isinstance(spec, ModelSpec):
         spec = check_name(spec)
@@ -95,7 +98,8 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
                         dtype=parse_dtype(dtype),
                         revision=revision,
                         token=token, cache_dir=cache_dir, force_download=force_download, verify=verify,
-                        on_nonfinite=on_nonfinite, spec=spec, layout=check_name(format) if format is not None else None)
+                        on_nonfinite=on_nonfinite, spec=spec, layout=check_name(format) if format is not None else None,
+                        tp=tp)
 
 
 def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,

@@ -171,8 +171,11 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
          device: str | torch.device = "cpu", dtype: torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
          verify: bool | None = None, on_nonfinite: str = "warn", spec: str | Path | ModelSpec | None = None,
-         layout: str | None = None) -> nn.Module:
-    """`zoo.load` (see its docstring): the source resolved, then `load_folder`."""
+         layout: str | None = None, tp: int = 1) -> nn.Module:
+    """`zoo.load` (see its docstring): the source resolved, then `load_folder` (`load_folder_tp`
+    with tp > 1)."""
+    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
+        raise UsageError(f"tp must be a whole number >= 1, got {tp!r}")
     folder, base_spec = resolve_source(name, revision=revision, token=token, cache_dir=cache_dir,
                                        force_download=force_download, verify=verify)
     if spec is not None:  # the user's spec replaces the folder's or the catalog's
@@ -181,8 +184,12 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
             base_spec = override_spec(spec, overrides)
     elif base_spec is not None and overrides:  # from the YAML again, so interpolations follow the overrides
         base_spec = catalog.get_spec(str(name), overrides)
-    net = load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify,
-                      on_nonfinite=on_nonfinite, layout=layout)
+    if tp > 1:
+        net = load_folder_tp(folder, base_spec, tp, overrides, backend=backend, device=device, dtype=dtype,
+                             layout=layout)
+    else:
+        net = load_folder(folder, base_spec, overrides, backend=backend, device=device, dtype=dtype, verify=verify,
+                          on_nonfinite=on_nonfinite, layout=layout)
     net.weights_from = weights_origin(name, folder, base_spec)  # type: ignore[assignment]
     return net
 
@@ -205,3 +212,57 @@ def weights_origin(name: str | Path, folder: Path, base_spec: ModelSpec | None) 
     if root is not None and root.name.startswith("models--"):
         return root.name.removeprefix("models--").replace("--", "/", 1)
     return None
+
+
+def load_folder_tp(folder: Path, base_spec: ModelSpec | None, tp: int, overrides: Sequence[str] = (), *,
+                   backend: str | None = None, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None, layout: str | None = None) -> nn.Module:
+    """Tensor-parallel load under an initialized process group of `tp` ranks: built on meta,
+    split by the compiler's sharding plan (DTensor), and each rank reads only its slices —
+    `safe_open(...).get_slice` for tensors stored as the canonical ones; a tensor the format
+    transforms (transformers' q/k RoPE order) is read whole, transformed and sliced, one at a
+    time, so no rank ever holds the whole model."""
+    import torch.distributed as dist
+    from safetensors import safe_open
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from .compiler.passes.sharding import plan_sharding
+    from .runtime.distributed import load_tp_slices, parallelize
+
+    if not dist.is_initialized() or dist.get_world_size() != tp:
+        raise UsageError(f"tp={tp} needs a process group of {tp} ranks (run under torchrun --nproc-per-node {tp})")
+    folder = Path(folder)
+    root = snapshot_root(folder)
+    with folder_lock(folder, shared=True):
+        ckpt = open_checkpoint(folder, base_spec, root, layout)
+    spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
+    compiled, net = lower_spec(spec, backend, device)
+    sharding = plan_sharding(compiled.ir, tp)
+    plan = ckpt.plan(spec, {n: p.sizes for n, p in compiled.ir.parameters()})
+    report = plan.check(ckpt.source.shapes(plan.shard_dims()))
+    if not report.ok:
+        raise CheckpointError(report.render(f"{folder} ({ckpt.kind} checkpoint, {plan.format.name} names)"))
+    dev = torch.device(device)
+    parallelize(net, sharding, init_device_mesh(dev.type, (tp,)))
+    binding = {c: b for b in plan.bindings for c in b.canonical}
+    files = getattr(ckpt.source, "files", {})
+    handles: dict[Path, Any] = {}
+
+    def read(name: str, index: Any) -> torch.Tensor:
+        b = binding[name]
+        ext = b.external[0]
+        if index is not None and not b.chain.steps and len(b.external) == 1 and ext in files:
+            path = files[ext]
+            if path not in handles:
+                handles[path] = safe_open(str(path), "pt")
+            return handles[path].get_slice(ext)[index]
+        t = b.to_canonical([ckpt.source.get(n) for n in b.external])[b.canonical.index(name)]
+        t = (t if index is None else t[index]).clone()
+        for n in b.external:
+            ckpt.source.release(n)
+        return t
+
+    load_tp_slices(net, sharding, read, dev, dtype)
+    handles.clear()
+    ckpt.source.close()
+    return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec, root))

@@ -237,8 +237,14 @@ class CausalLM(nn.Module):
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         w = self.embed.weight if self.output is None else self.output.weight
-        y = self._linear(h, w, None) if self._linear is not None else None
-        out = (F.linear(h, w) if y is None else y).float()
+        mesh = getattr(w, "device_mesh", None)  # tensor parallel: each rank its vocab rows, logits gathered
+        if mesh is not None:
+            from torch.distributed.tensor import Replicate
+
+            out = F.linear(type(w).from_local(h, mesh, [Replicate()], run_check=False), w).full_tensor().float()
+        else:
+            y = self._linear(h, w, None) if self._linear is not None else None
+            out = (F.linear(h, w) if y is None else y).float()
         cap = self.cfg.logit_softcap
         return out if cap is None else torch.tanh(out / cap) * cap
 
