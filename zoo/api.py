@@ -106,8 +106,15 @@ def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = No
             max_shard_size: int | str = 5 * 2**30, overwrite: bool = False, **load_kw: Any) -> Path:
     """Any loadable checkpoint (a folder in a known format, a catalog name, a Hub repo) -> `to`:
     'hf' (transformers folder), 'meta' (consolidated.*.pth), 'mistral' (consolidated.safetensors)
-    or 'zoo' (zoo's own folder)."""
-    model = load(src, dtype=dtype, **load_kw)
+    or 'zoo' (zoo's own folder). A distributed training checkpoint (DCP step folder) is read whole."""
+    from .train.distributed import is_dcp, load_dcp_model  # the trainer is imported only for its folders
+
+    if is_dcp(src):
+        model = load_dcp_model(src)
+        if dtype is not None:
+            model = model.to(parse_dtype(dtype))
+    else:
+        model = load(src, dtype=dtype, **load_kw)
     return export(model, dst, to, shards=shards, max_shard_size=max_shard_size, overwrite=overwrite)
 
 
