@@ -54,12 +54,16 @@ def _worker(rank: int, world: int, out: str) -> None:
         assert trainer.sharded and isinstance(weight, DTensor) and weight.to_local().shape[0] * 2 == weight.shape[0]
         losses = [trainer.train_step().loss for _ in range(STEPS)]
         trainer.save_checkpoint()
+        again = Trainer.resume(Path(out) / "run", _stream(), out=Path(out) / "again")  # 2 ranks: shards again
+        assert again.sharded and again.step == STEPS
+        resumed_loss = again.train_step().loss
         mixed = Trainer(_model(), _stream(), TrainConfig(**CFG), fsdp=True, mixed_precision=True)
         mixed_loss = mixed.train_step().loss
         assert all(p.dtype == torch.float32 for p in mixed.model.parameters())  # bf16 only for compute
         if rank == 0:
             (Path(out) / "losses.json").write_text(json.dumps(losses))
             (Path(out) / "mixed.json").write_text(json.dumps(mixed_loss))
+            (Path(out) / "resumed.json").write_text(json.dumps(resumed_loss))
     finally:
         dist.destroy_process_group()
 
@@ -106,6 +110,7 @@ def test_dcp_checkpoint_resumes_in_one_process(fsdp_run: Path) -> None:
     assert resumed.step == STEPS and not resumed.sharded
     nxt = resumed.train_step().loss
     assert nxt == pytest.approx(_reference(STEPS + 1)[-1], abs=1e-5)
+    assert json.loads((fsdp_run / "resumed.json").read_text()) == pytest.approx(nxt, abs=1e-5)  # resumed on 2 ranks
 
 
 def test_dcp_checkpoint_converts_to_a_zoo_folder(fsdp_run: Path, tmp_path: Path) -> None:
