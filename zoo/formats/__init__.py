@@ -163,10 +163,7 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
     if layout is not None:
         return _open_with_layout(folder, base_spec, root, layout)
     kind = detect(folder)
-    out = unsafe_entries(folder, root)
-    if out:
-        raise CheckpointError(f"{folder}: holds what a checkpoint may not (links out of it, special files): "
-                              f"{', '.join(out[:3])}")
+    _refuse_unsafe(folder, root)
     name = folder.resolve().name
     if kind == "zoo":
         doc = read_document(folder)
@@ -202,16 +199,20 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
     return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder, root=root), folder)
 
 
+def _refuse_unsafe(folder: Path, root: Path | None) -> None:
+    out = unsafe_entries(folder, root)
+    if out:
+        raise CheckpointError(f"{folder}: holds what a checkpoint may not (links out of it, special files): "
+                              f"{', '.join(out[:3])}")
+
+
 def _open_with_layout(folder: Path, base_spec: ModelSpec | None, root: Path | None, layout: str) -> Checkpoint:
     if base_spec is None:
         raise CheckpointError(f"{folder}: a format ({layout}) needs a spec too: the spec says what to build, "
                               "the format where its tensors are")
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: no such checkpoint folder")
-    out = unsafe_entries(folder, root)
-    if out:
-        raise CheckpointError(f"{folder}: holds what a checkpoint may not (links out of it, special files): "
-                              f"{', '.join(out[:3])}")
+    _refuse_unsafe(folder, root)
     fmt = get_format(layout)
     if fmt.storage != "safetensors":
         raise CheckpointError(f"{folder}: format {fmt.name} is stored as {fmt.storage}; a spec and format pair "

@@ -294,7 +294,21 @@ def express(spec: ModelSpec, fam: Family, dtype: Any = None) -> tuple[dict[str, 
 
 def family_for(spec: ModelSpec) -> tuple[Family | None, str]:
     """The family whose config expresses `spec` exactly: its own (spec.family) first, then
-    Llama's, then the rest; (None, why not, for its own or Llama's) when none does."""
+    Llama's, then the rest; (None, why not, for its own or Llama's) when none does. One save
+    asks several times (layout, config, card): the answer is kept per spec fingerprint and set
+    of family files."""
+    key = (spec.fingerprint(), spec.family, tuple(transformers_roots()))
+    if key not in _FOUND:
+        if len(_FOUND) > 64:
+            _FOUND.clear()
+        _FOUND[key] = _family_for(spec)
+    return _FOUND[key]
+
+
+_FOUND: dict[tuple[Any, ...], tuple[Family | None, str]] = {}
+
+
+def _family_for(spec: ModelSpec) -> tuple[Family | None, str]:
     fams = families()
     order = [fams[t] for t in (spec.family, "llama") if t in fams]
     order += [f for t, f in sorted(fams.items()) if f not in order]
