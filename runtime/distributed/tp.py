@@ -1,35 +1,48 @@
 """Tensor parallelism: the sharding plan (compiler/passes/sharding.py) applied to a runtime
 model built on the meta device, with DTensor's `parallelize_module` (column-parallel q/k/v,
 gate/up; row-parallel o and down; vocab-parallel embedding; the output's vocab rows sharded and
-the logits gathered), then each rank's slices read straight from the checkpoint's files."""
+the logits gathered; stacked MoE experts each cut on the hidden dim, their routed outputs
+all-reduced), then each rank's slices read straight from the checkpoint's files."""
 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import torch
+import torch.distributed._functional_collectives as funcol
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
-from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from torch.distributed.tensor.parallel import (
+    ColwiseParallel,
+    RowwiseParallel,
+    parallelize_module,
+)
 
 from ..errors import UsageError
 from ..modules.attention import AttentionConfig
 from ..modules.layers import Linear
 
 
-def _module_styles(net: nn.Module, plan: Any) -> tuple[dict[str, Any], list[str]]:
-    """DTensor styles by module path, and the weights sharded without a style (the output's)."""
+def _module_styles(net: nn.Module, plan: Any) -> tuple[dict[str, Any], list[str], dict[str, dict[str, int]]]:
+    """DTensor styles by module path, the weights sharded without a style (the output's), and
+    the modules that split their own parameters (`tensor_parallel`: stacked MoE experts) with
+    the dim of each parameter."""
     styles: dict[str, Any] = {}
     bare: list[str] = []
+    own: dict[str, dict[str, int]] = {}
     for name, pp in plan.params.items():
         path, attr = name.rpartition(".")[::2]
+        mod = net.get_submodule(path)
+        if pp.shard.dim is not None and hasattr(mod, "tensor_parallel"):
+            own.setdefault(path, {})[attr] = pp.shard.dim
+            continue
         if pp.shard.dim is None or attr != "weight":
             if pp.shard.dim is not None:
                 styles.setdefault(path, None)
             continue
-        mod = net.get_submodule(path)
         style = pp.shard.style
         if isinstance(mod, nn.Embedding) and style == "vocab":
             styles[path] = RowwiseParallel(input_layouts=Replicate())  # rows of the vocab; partial sums reduced
@@ -44,7 +57,7 @@ def _module_styles(net: nn.Module, plan: Any) -> tuple[dict[str, Any], list[str]
     for path, style in styles.items():
         if style is None:
             raise UsageError(f"tensor parallelism does not split the parameters of {path} yet: run it with tp=1")
-    return styles, bare
+    return styles, bare, own
 
 
 def parallelize(net: nn.Module, plan: Any, mesh: DeviceMesh) -> nn.Module:
@@ -54,8 +67,13 @@ def parallelize(net: nn.Module, plan: Any, mesh: DeviceMesh) -> nn.Module:
     tp = mesh.size()
     if plan.tp != tp:
         raise UsageError(f"the sharding plan is for tp={plan.tp}, the mesh has {tp} ranks")
-    styles, bare = _module_styles(net, plan)
+    styles, bare, own = _module_styles(net, plan)
     parallelize_module(net, mesh, styles)
+    for path, dims in own.items():
+        def shard(attr: str, p: nn.Parameter, dims: dict[str, int] = dims) -> nn.Parameter:
+            return nn.Parameter(distribute_tensor(p, mesh, [Shard(dims[attr])]), requires_grad=p.requires_grad)
+
+        net.get_submodule(path).tensor_parallel(shard, partial(funcol.all_reduce, reduceOp="sum", group=mesh))
     for name in bare:
         path, attr = name.rpartition(".")[::2]
         mod = net.get_submodule(path)
@@ -69,6 +87,10 @@ def parallelize(net: nn.Module, plan: Any, mesh: DeviceMesh) -> nn.Module:
         cfg = getattr(mod, "cfg", None)
         if isinstance(cfg, AttentionConfig):
             mod.cfg = dataclasses.replace(cfg, n_heads=cfg.n_heads // tp, n_kv_heads=cfg.n_kv_heads // tp)
+    for mod in net.modules():
+        hook = getattr(mod, "on_tensor_parallel", None)  # fused kernels over plain weights step aside
+        if hook is not None:
+            hook()
     net.tp_mesh = mesh  # type: ignore[assignment]
     return net
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,18 @@ class Experts(nn.Module):
         self.gate = nn.Parameter(torch.empty(e, h, dim)) if cfg.gated else None
         self.up = nn.Parameter(torch.empty(e, h, dim))
         self.down = nn.Parameter(torch.empty(e, dim, h))
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by tensor parallelism
+
+    def tensor_parallel(self, shard: Callable[[str, nn.Parameter], nn.Parameter],
+                        reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Split across tensor-parallel ranks (runtime/distributed/tp.py): `shard` turns each
+        weight into its DTensor (every expert cut on the hidden dim), and each rank's routed
+        output is a partial sum over its hidden slice that `combine` hands to `reduce`."""
+        for name in ("gate", "up", "down"):
+            p = getattr(self, name)
+            if p is not None:
+                setattr(self, name, shard(name, p))
+        self.reduce = reduce
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
@@ -70,10 +82,21 @@ class Experts(nn.Module):
                 p.normal_(0.0, std, generator=generator)
 
     def expert(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert i on its tokens x (n, dim)."""
-        h = F.linear(x, self.up[i])
-        h = self.act(F.linear(x, self.gate[i])) * h if self.gate is not None else self.act(h)
-        return F.linear(h, self.down[i])
+        """Expert i on its tokens x (n, dim) (under tensor parallelism: this rank's hidden
+        slice of it, a partial sum of the output)."""
+        up, gate, down = (_local(p) for p in (self.up, self.gate, self.down))
+        h = F.linear(x, up[i])
+        h = self.act(F.linear(x, gate[i])) * h if gate is not None else self.act(h)
+        return F.linear(h, down[i])
+
+    def combine(self, y: torch.Tensor) -> torch.Tensor:
+        """The routed output of every token: the ranks' partial sums added (tensor parallel)."""
+        return y if self.reduce is None else self.reduce(y)
+
+
+def _local(p: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter's local shard (a DTensor's under tensor parallelism), the tensor itself otherwise."""
+    return p.to_local() if p is not None and hasattr(p, "to_local") else p
 
 
 @dataclass
@@ -183,7 +206,7 @@ class MoE(nn.Module):
         y = torch.cat(outs) * weights.reshape(-1)[order, None]
         back = torch.empty_like(order)
         back[order] = torch.arange(order.numel(), device=order.device)
-        return y[back].view(n, k, -1).sum(1).to(x.dtype)
+        return self.experts.combine(y[back].view(n, k, -1).sum(1)).to(x.dtype)
 
 
 def moe_layers(model: nn.Module) -> list[MoE]:

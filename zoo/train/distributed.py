@@ -28,17 +28,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..runtime.distributed.group import (
+    init_from_env as init_from_env,  # `zoo train` joins the group through here
+)
+from ..runtime.distributed.group import world
 from .config import TrainError
 from .state import FORMAT_VERSION, STATE_FILE, TRAINER_DIR, TrainStateError
 
 SPEC_JSON = "spec.json"
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the default process group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -79,19 +76,6 @@ def shard_model(model: nn.Module, *, mixed_precision: bool = False, mesh: Any = 
         # multi-token losses reach the root's parameters without calling forward()
         register_fsdp_forward_method(model, "loss")
     return model
-
-
-def init_from_env(device: str = "cpu") -> tuple[int, int]:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR ... in the
-    environment): nccl on CUDA (each rank on cuda:LOCAL_RANK), gloo on CPU. (0, 1) without torchrun."""
-    import os
-
-    if not (dist.is_available() and dist.is_initialized()) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        cuda = str(device).startswith("cuda")
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return world()
 
 
 def local_rows(batch: torch.Tensor) -> torch.Tensor:
