@@ -97,6 +97,11 @@ class CausalLM(nn.Module):
             if hasattr(getattr(mod, "attn", None), "cfg"):
                 self.rope_key(mod)
 
+    def on_tensor_parallel(self) -> None:
+        """Split across ranks (runtime/distributed/tp.py): the backend's native decode step reads
+        plain weights, so every step goes through the modules, where DTensor dispatches."""
+        self._step = None
+
     @torch.no_grad()
     def init_weights(self, std: float = 0.02, generator: torch.Generator | None = None) -> None:
         """Random init for fresh models: N(0, std) matrices, zero biases, unit norms."""

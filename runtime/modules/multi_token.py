@@ -29,6 +29,11 @@ class MultiTokenLM(CausalLM):
         # inference runs the heads as one batched block when they share a shape (head_group.py)
         self._group = HeadGroup(list(self.heads)) if groupable(list(self.heads)) else None
 
+    def on_tensor_parallel(self) -> None:
+        """The stacked head weights are plain tensors: under tensor parallelism the heads run one by one."""
+        super().on_tensor_parallel()
+        self._group = None
+
     @property
     def n_future(self) -> int:
         return len(self.heads)

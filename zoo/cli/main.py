@@ -4,6 +4,8 @@ training and BTX commands registered by their modules)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import re
@@ -181,15 +183,60 @@ def _check_model_for(model: Any, args: argparse.Namespace, prompt: str) -> None:
                            hint=f"ask for at most --max-new-tokens {max(1, context - n)}")
 
 
+def _join_tp_group(args: argparse.Namespace) -> bool:
+    """--tp N: join torchrun's group of N processes; True on the rank that prints."""
+    from ..runtime.distributed import init_from_env, launched_ranks, local_device
+
+    if args.tp < 1:
+        raise CLIError(f"--tp must be >= 1, got {args.tp}")
+    if args.tp == 1:
+        return True
+    if launched_ranks() != args.tp:
+        raise CLIError(f"--tp {args.tp} needs {args.tp} processes, this run has {launched_ranks()}",
+                       hint=f"torchrun --nproc-per-node {args.tp} -m zoo generate {args.model} ... --tp {args.tp}")
+    if args.image:
+        raise CLIError("--image with --tp: the vision encoder has no tensor-parallel plan yet; run a "
+                       "vision-language model on one process")
+    args.device = local_device(args.device)
+    return init_from_env(args.device)[0] == 0
+
+
+def _same_seed(seed: int | None) -> int:
+    """The sampling seed, equal on every rank (ranks that sampled differently would stop at
+    different steps and hang the others); no --seed: a fresh one, so samples differ per run."""
+    import torch.distributed as dist
+
+    seed = seed if seed is not None else secrets.randbits(63)
+    if dist.is_available() and dist.is_initialized():
+        box = [seed]
+        dist.broadcast_object_list(box, src=0)
+        seed = box[0]
+    return seed
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     _check_generate_args(args)
+    prints = _join_tp_group(args)
+    try:
+        if prints:
+            return _generate(args)
+        with contextlib.redirect_stdout(io.StringIO()):  # one rank prints
+            return _generate(args)
+    finally:
+        if args.tp > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _generate(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args.prompt)
     model = api.load(args.model, args.overrides, backend=args.backend, device=args.device, dtype=args.dtype,
-                     spec=args.spec, format=args.format)
+                     spec=args.spec, format=args.format, tp=args.tp)
     model.eval()
     _check_model_for(model, args, prompt)
-    # no --seed: a fresh one, so sampling differs from run to run (greedy ignores it)
-    seed = args.seed if args.seed is not None else secrets.randbits(63)
+    seed = _same_seed(args.seed)
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               seed=seed)
     if args.image:
@@ -273,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", action="append", default=[], metavar="FILE",
                    help="an image for a vision-language model (repeatable; [IMG] in the prompt marks where each "
                         "goes, else they come first)")
+    p.add_argument("--tp", type=int, default=1, metavar="N",
+                   help="tensor-parallel over N processes, each holding 1/N of the weights (launch with torchrun "
+                        "--nproc-per-node N; rank 0 prints)")
     add_spec_and_format(p)
     _add_backend(p)
     p.set_defaults(func=cmd_generate)
