@@ -15,7 +15,7 @@ from .compiler import compile as _compile
 from .compiler.errors import UsageError
 from .compiler.frontend import override_spec
 from .compiler.schema import ModelSpec
-from .formats import open_checkpoint
+from .formats import is_gguf_file, open_checkpoint
 from .formats.export import export
 from .model import (
     as_zoo_model,
@@ -40,7 +40,7 @@ def spec(name: SpecLike, overrides: Sequence[str] = ()) -> ModelSpec:
     name = check_name(name)
     if isinstance(name, ModelSpec):
         return override_spec(name, overrides)
-    if is_folder(name):
+    if is_folder(name) or is_gguf_file(name):
         return override_spec(open_checkpoint(Path(name)).spec, overrides)
     return catalog.get_spec(name, overrides)
 
@@ -106,16 +106,18 @@ def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = No
             max_shard_size: int | str = 5 * 2**30, overwrite: bool = False, **load_kw: Any) -> Path:
     """Any loadable checkpoint (a folder in a known format, a catalog name, a Hub repo) -> `to`:
     'hf' (transformers folder), 'meta' (consolidated.*.pth), 'mistral' (consolidated.safetensors)
-    or 'zoo' (zoo's own folder). A distributed training checkpoint (DCP step folder) is read whole."""
+    'zoo' (zoo's own folder) or 'gguf' (one llama.cpp file; `dtype` then names its tensor type: f32, f16,
+    bf16, q8_0, q4_0). A distributed training checkpoint (DCP step folder) is read whole."""
     from .train.distributed import is_dcp, load_dcp_model  # the trainer is imported only for its folders
 
+    gguf_type, dtype = (dtype, None) if to == "gguf" else (None, dtype)  # for gguf: f16, q8_0 … (the file's types)
     if is_dcp(src):
         model = load_dcp_model(src)
         if dtype is not None:
             model = model.to(parse_dtype(dtype))
     else:
         model = load(src, dtype=dtype, **load_kw)
-    return export(model, dst, to, shards=shards, max_shard_size=max_shard_size, overwrite=overwrite)
+    return export(model, dst, to, shards=shards, max_shard_size=max_shard_size, overwrite=overwrite, gguf_type=gguf_type)
 
 
 def push(model: Any, repo_id: str, **kw: Any) -> str:

@@ -32,7 +32,7 @@ from .compiler.errors import UsageError, ZooError
 from .compiler.frontend import override_spec
 from .compiler.paths import escape_reason
 from .compiler.schema import ModelSpec
-from .formats import open_checkpoint
+from .formats import is_gguf_file, open_checkpoint
 from .hub import download, snapshot_root
 from .model import as_zoo_model, is_folder, lower_spec
 from .runtime.tokenizers import BPETokenizer, SentencePieceTokenizer
@@ -49,7 +49,7 @@ def resolve_source(name: str | Path, *, revision: str | None = None, token: str 
         p = Path(name).expanduser()
     except RuntimeError:  # ~user that does not exist
         p = Path(name)
-    if is_folder(p):
+    if is_folder(p) or is_gguf_file(p):  # a folder, or one llama.cpp .gguf file
         if revision is not None:
             raise CheckpointError(f"{name}: a local folder has no revisions (revision={revision!r})")
         return p, None
@@ -162,9 +162,10 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
         err = CheckpointError(report.render(f"{folder} ({ckpt.kind} checkpoint, {plan.format.name} names)"))
         err.report = report  # type: ignore[attr-defined]  # every name, for code that wants them all
         raise err
+    dtype = dtype if dtype is not None else getattr(ckpt.source, "load_dtype", None)  # GGUF: one float type
     stream_in(net, plan, ckpt.source, device, dtype, desc=f"loading {folder.name}", on_nonfinite=on_nonfinite)
     ckpt.source.close()
-    return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec, root))
+    return as_zoo_model(net, compiled, ckpt.tokenizer or load_tokenizer(ckpt.tokenizer_dir, spec, root))
 
 
 def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None = None,
@@ -197,7 +198,7 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
 def weights_origin(name: str | Path, folder: Path, base_spec: ModelSpec | None) -> str | None:
     """The Hub repo the weights loaded from `folder` come from, for a card's `base_model`: the
     repo downloaded, a Hub cache snapshot's repo, or what a local zoo folder's zoo.yaml records."""
-    if not is_folder(name) and bundled_folder(str(name)) is None:  # downloaded by name
+    if not is_folder(name) and not is_gguf_file(name) and bundled_folder(str(name)) is None:  # downloaded by name
         if base_spec is not None and base_spec.weights is not None:
             return base_spec.weights.repo
         return "/".join(str(name).split("/")[:2])

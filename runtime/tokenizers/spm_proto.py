@@ -278,3 +278,50 @@ def load_model_proto(path: str | os.PathLike[str]) -> tuple[ModelProto, bytes]:
     except OSError as e:
         raise TokenizerError(f"{os.fspath(path)}: cannot read SentencePiece model ({e})") from e
     return parse_model_proto(data, os.fspath(path)), data
+
+
+# --- writing (the inverse of parse_model_proto, for vocabularies that arrive without a file) ---
+
+
+def _put_varint(out: bytearray, v: int) -> None:
+    v &= 0xFFFFFFFFFFFFFFFF  # negative int32s are sign-extended to ten bytes, as protobuf does
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def _put_len(out: bytearray, number: int, payload: bytes) -> None:
+    _put_varint(out, number << 3 | _LEN)
+    _put_varint(out, len(payload))
+    out += payload
+
+
+def _put_scalars(obj: object, table: dict[int, tuple[str, str]]) -> bytes:
+    out = bytearray()
+    for number, (name, kind) in sorted(table.items()):
+        v = getattr(obj, name)
+        if kind in ("str", "bytes"):
+            _put_len(out, number, v.encode("utf-8") if kind == "str" else bytes(v))  # type: ignore[union-attr]
+        else:
+            _put_varint(out, number << 3 | _VARINT)
+            _put_varint(out, int(v))  # type: ignore[call-overload]
+    return bytes(out)
+
+
+def serialize_model_proto(proto: ModelProto) -> bytes:
+    """A ``tokenizer.model`` holding ``proto``: every piece, and every trainer/normalizer field
+    this module reads (written explicitly, defaults included), so ``parse_model_proto`` (and
+    sentencepiece) read back the same model."""
+    out = bytearray()
+    for p in proto.pieces:
+        piece = bytearray()
+        _put_len(piece, 1, p.piece.encode("utf-8"))
+        _put_varint(piece, 2 << 3 | _FIXED32)
+        piece += struct.pack("<f", p.score)
+        _put_varint(piece, 3 << 3 | _VARINT)
+        _put_varint(piece, int(p.type))
+        _put_len(out, 1, bytes(piece))
+    _put_len(out, 2, _put_scalars(proto.trainer_spec, _TRAINER_FIELDS))
+    _put_len(out, 3, _put_scalars(proto.normalizer_spec, _NORMALIZER_FIELDS))
+    return bytes(out)

@@ -37,13 +37,16 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("convert", help="convert a checkpoint between formats (hf, meta, zoo)",
+    p = sub.add_parser("convert", help="convert a checkpoint between formats (hf, meta, zoo, gguf)",
                        description="Load a checkpoint in any known format (folder, catalog name or Hub repo) and "
-                                   "write it in another: hf (transformers folder), meta (consolidated.*.pth), zoo.")
+                                   "write it in another: hf (transformers folder), meta (consolidated.*.pth), zoo, "
+                                   "gguf (a llama.cpp file).")
     p.add_argument("source", help="a checkpoint folder, a catalog name or a Hub repo id")
-    p.add_argument("--to", required=True, choices=["hf", "meta", "mistral", "zoo"], help="output format")
-    p.add_argument("dest", help="output folder (written atomically)")
-    p.add_argument("--dtype", default=None, help="cast to float32, bfloat16 or float16 (default: keep)")
+    p.add_argument("--to", required=True, choices=["hf", "meta", "mistral", "zoo", "gguf"],
+                   help="output format (gguf: one llama.cpp file, dest ends in .gguf)")
+    p.add_argument("dest", help="output folder, or .gguf file for gguf (written atomically)")
+    p.add_argument("--dtype", default=None, help="cast to float32, bfloat16 or float16 (default: keep); gguf: "
+                   "the file's tensor type f32, f16, bf16, q8_0 or q4_0")
     p.add_argument("--shards", type=int, default=1, help="meta: number of model-parallel shards")
     p.add_argument("--max-shard-size", default="5GB", help="hf/zoo: largest safetensors shard (5GB, 500MB …)")
     p.add_argument("--overwrite", action="store_true", help="replace dest if it exists")

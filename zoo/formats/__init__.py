@@ -27,6 +27,7 @@ from ..checkpoint import (
 )
 from ..compiler.paths import unsafe_entries
 from ..compiler.schema import ModelSpec
+from .gguf import GGUFSource, gguf_in_folder, is_gguf_file, open_gguf
 from .hf import model_types, spec_from_hf_config
 from .hf.family import difference
 from .keymap import (
@@ -49,7 +50,7 @@ from .mistral import (
 from .transforms import FormatError
 
 __all__ = ["Checkpoint", "Format", "FormatError", "Plan", "bind", "canonical_format", "detect", "format_names",
-           "get_format", "open_checkpoint", "parse_format", "plan_for"]
+           "get_format", "is_gguf_file", "open_checkpoint", "parse_format", "plan_for"]
 
 
 class TensorSource(Protocol):
@@ -84,6 +85,8 @@ def detect(folder: Path) -> str:
         return "mistral"
     if (folder / "params.json").is_file() or any(folder.glob("consolidated.*.pth")):
         return "meta"
+    if any(folder.glob("*.gguf")) and not any(folder.glob("*.safetensors")):  # llama.cpp's one-file format
+        return "gguf"
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         model_type = _read_json(cfg_path).get("model_type")
@@ -119,6 +122,7 @@ class Checkpoint:
     source: TensorSource
     tokenizer_dir: Path
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # zoo.yaml's manifest
+    tokenizer: Any = None  # one the checkpoint carries inside (GGUF's tokenizer.ggml.*), not as a file
 
     def plan(self, spec: ModelSpec, canonical_shapes: Mapping[str, tuple[int, ...]]) -> Plan:
         """The key map binding the source's tensors to a model of `spec` whose canonical names
@@ -162,8 +166,12 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
     folder = Path(folder)
     if layout is not None:
         return _open_with_layout(folder, base_spec, root, layout)
+    if is_gguf_file(folder):
+        return _open_gguf(folder, folder.parent, base_spec)
     kind = detect(folder)
     _refuse_unsafe(folder, root)
+    if kind == "gguf":
+        return _open_gguf(gguf_in_folder(folder), folder, base_spec)
     name = folder.resolve().name
     if kind == "zoo":
         doc = read_document(folder)
@@ -197,6 +205,12 @@ def open_checkpoint(folder: Path, base_spec: ModelSpec | None = None, root: Path
         if why:
             raise CheckpointError(f"{folder}/config.json describes other math than the spec {base_spec.name}: {why}")
     return Checkpoint(folder, kind, spec, _layout(kind, base_spec), SafetensorsSource(folder, root=root), folder)
+
+
+def _open_gguf(path: Path, folder: Path, base_spec: ModelSpec | None) -> Checkpoint:
+    """One .gguf file: spec (and tokenizer) from its metadata, tensors from its data section."""
+    opened = open_gguf(path, base_spec)
+    return Checkpoint(folder, "gguf", opened.spec, "gguf", GGUFSource(opened.file), folder, tokenizer=opened.tokenizer)
 
 
 def _refuse_unsafe(folder: Path, root: Path | None) -> None:

@@ -25,6 +25,7 @@ from ..checkpoint import (
 from ..checkpoint.card import model_card
 from ..compiler.schema import ModelSpec
 from . import format_for
+from .gguf import write_gguf
 from .hf import (
     architectures,
     generation_config,
@@ -189,13 +190,16 @@ def save_into(model: Any, folder: Path, *, layout: str | None = None, max_shard_
     write_spec(folder, model.spec, layout, manifest(folder), base_model=getattr(model, "weights_from", None))
 
 
-EXPORTERS = {"hf": export_hf, "meta": export_meta, "mistral": export_mistral, "zoo": save}
+EXPORTERS = {"hf": export_hf, "meta": export_meta, "mistral": export_mistral, "zoo": save, "gguf": write_gguf}
 
 
 def export(model: nn.Module, dst: str | Path, to: str, *, shards: int = 1, max_shard_size: int | str = 5 * 2**30,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, gguf_type: str | None = None) -> Path:
     """Write `model` to `dst` as `to`: 'hf' (transformers folder), 'meta' (consolidated.*.pth),
-    'mistral' (consolidated.safetensors) or 'zoo' (zoo's own folder)."""
+    'mistral' (consolidated.safetensors), 'zoo' (zoo's own folder) or 'gguf' (one llama.cpp file
+    whose 2-D weights are `gguf_type`: f32, f16, bf16, q8_0, q4_0; default the model's float type)."""
+    if to == "gguf":
+        return write_gguf(model, dst, dtype=gguf_type, overwrite=overwrite)
     if to == "meta":
         return export_meta(model, dst, shards=shards, overwrite=overwrite)
     if to == "mistral":

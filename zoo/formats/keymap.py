@@ -4,7 +4,7 @@ A format file says, per canonical parameter, which tensor(s) of the format hold 
 named transforms (transforms.py) turn one into the other, written in the import direction:
 
     name: meta
-    storage: meta-pth            # how tensors are stored: safetensors | meta-pth
+    storage: meta-pth            # how tensors are stored: safetensors | meta-pth | gguf
     ignore: [rope.freqs]         # tensors a checkpoint may carry that hold no weights
     keys:                        # canonical -> external; {i} is the layer index
       norm.weight: norm.weight
@@ -58,7 +58,7 @@ from ..compiler.ir import build_ir
 from ..compiler.schema import ModelSpec
 from .transforms import Chain, FormatError, build
 
-STORAGES = ("safetensors", "meta-pth")
+STORAGES = ("safetensors", "meta-pth", "gguf")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _EXPR = re.compile(r"\{(\w+)([+-]\d+)?\}")
 
