@@ -219,12 +219,14 @@ def load_folder_tp(folder: Path, base_spec: ModelSpec | None, tp: int, overrides
                    backend: str | None = None, device: str | torch.device = "cpu",
                    dtype: torch.dtype | None = None, layout: str | None = None) -> nn.Module:
     """Tensor-parallel load under an initialized process group of `tp` ranks: built on meta,
-    split by the compiler's sharding plan (DTensor), and each rank reads only its slices —
-    `safe_open(...).get_slice` for tensors stored as the canonical ones; a tensor the format
-    transforms (transformers' q/k RoPE order) is read whole, transformed and sliced, one at a
-    time, so no rank ever holds the whole model."""
+    split by the compiler's sharding plan (DTensor), and each rank reads only its slices: a
+    tensor stored as the canonical one is sliced in the checkpoint's private file map (only the
+    slice's pages are read; safe_open's get_slice would view the same pages but keep every page
+    it touched mapped until the file closes), a tensor the format transforms (transformers' q/k
+    RoPE order, stacked experts) is read whole, transformed and sliced, one at a time; each
+    slice is copied and the file's pages dropped (`release`), so no rank ever holds the whole
+    model (bench/tp_memory.py measures it)."""
     import torch.distributed as dist
-    from safetensors import safe_open
     from torch.distributed.device_mesh import init_device_mesh
 
     from .compiler.passes.sharding import plan_sharding
@@ -246,24 +248,19 @@ def load_folder_tp(folder: Path, base_spec: ModelSpec | None, tp: int, overrides
     dev = torch.device(device)
     parallelize(net, sharding, init_device_mesh(dev.type, (tp,)))
     binding = {c: b for b in plan.bindings for c in b.canonical}
-    files = getattr(ckpt.source, "files", {})
-    handles: dict[Path, Any] = {}
 
     def read(name: str, index: Any) -> torch.Tensor:
         b = binding[name]
-        ext = b.external[0]
-        if index is not None and not b.chain.steps and len(b.external) == 1 and ext in files:
-            path = files[ext]
-            if path not in handles:
-                handles[path] = safe_open(str(path), "pt")
-            return handles[path].get_slice(ext)[index]
-        t = b.to_canonical([ckpt.source.get(n) for n in b.external])[b.canonical.index(name)]
-        t = (t if index is None else t[index]).clone()
+        if index is not None and not b.chain.steps and len(b.external) == 1:
+            t = ckpt.source.get(b.external[0])[index]  # a view of the file's map: only the slice's pages are read
+        else:
+            t = b.to_canonical([ckpt.source.get(n) for n in b.external])[b.canonical.index(name)]
+            t = t if index is None else t[index]
+        t = t.clone(memory_format=torch.contiguous_format)  # this rank's own copy ...
         for n in b.external:
-            ckpt.source.release(n)
+            ckpt.source.release(n)  # ... and the file's pages dropped again
         return t
 
     load_tp_slices(net, sharding, read, dev, dtype)
-    handles.clear()
     ckpt.source.close()
     return as_zoo_model(net, compiled, load_tokenizer(ckpt.tokenizer_dir, spec, root))
