@@ -59,7 +59,7 @@ def _resume(args: argparse.Namespace) -> Any:
     overrides = {"steps": args.steps} if args.steps is not None else {}
     _say(f"resuming {path} at step {state['step']}")
     return Trainer.resume(path, train, eval_data=held, out=args.out, device=args.device, backend=args.backend,
-                          fsdp=bool(args.fsdp), mixed_precision=args.mixed_precision, **overrides)
+                          fsdp=bool(args.fsdp), mixed_precision=args.mixed_precision, tp=args.tp, **overrides)
 
 
 def _fresh(args: argparse.Namespace) -> Any:
@@ -81,26 +81,33 @@ def _fresh(args: argparse.Namespace) -> Any:
     n = sum(p.numel() for p in model.parameters())
     _say(f"{model.spec.name}: {n / 1e6:.2f}M parameters; {len(train):,} training tokens"
          + (f", {len(held):,} held out" if held is not None else "")
-         + (f"; FSDP over {args.fsdp} ranks, {args.batch_size // args.fsdp} sequences each" if args.fsdp else ""))
+         + (f"; FSDP over {args.fsdp} ranks, {args.batch_size // args.fsdp} sequences each" if args.fsdp else "")
+         + (f", each split {args.tp} ways (tensor parallel)" if args.tp > 1 else ""))
     return Trainer(model, train, _config(args), eval_data=held, out=args.out, fsdp=bool(args.fsdp),
-                   mixed_precision=args.mixed_precision)
+                   mixed_precision=args.mixed_precision, tp=args.tp)
 
 
 def _join_group(args: argparse.Namespace) -> None:
-    """--fsdp M: join torchrun's process group and check it has M ranks."""
-    import os
+    """--fsdp M [--tp N]: join torchrun's process group and check it has M x N ranks."""
+    from ..runtime.distributed import local_device
 
     if args.mixed_precision and not args.fsdp:
         raise TrainError("--mixed-precision is FSDP's policy (bf16 parameters, fp32 reduction); use --bf16 "
                          "without --fsdp")
+    if args.tp < 1:
+        raise TrainError(f"--tp must be >= 1, got {args.tp}")
+    if args.tp > 1 and not args.fsdp:
+        raise TrainError("--tp N trains on a 2-D mesh with FSDP: give --fsdp M as well (M x N processes; "
+                         "--fsdp 1 for tensor parallel alone)")
     if not args.fsdp:
         return
+    ranks = args.fsdp * args.tp
     size = distributed.init_from_env(args.device)[1]
-    if size != args.fsdp:
-        raise TrainError(f"--fsdp {args.fsdp} needs {args.fsdp} processes, this run has {size}: launch with "
-                         f"torchrun --nproc-per-node {args.fsdp} -m zoo train ...")
-    if args.device == "cuda":
-        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    if size != ranks:
+        raise TrainError(f"--fsdp {args.fsdp}" + (f" --tp {args.tp}" if args.tp > 1 else "") + f" needs {ranks} "
+                         f"processes, this run has {size}: launch with torchrun --nproc-per-node {ranks} "
+                         "-m zoo train ...")
+    args.device = local_device(args.device)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -167,6 +174,9 @@ def register(sub: Any) -> None:
     p.add_argument("--fsdp", type=int, default=0, metavar="M",
                    help="FSDP2 over M ranks (launch with torchrun --nproc-per-node M); --batch-size is the global "
                         "batch; checkpoints are sharded DCP folders")
+    p.add_argument("--tp", type=int, default=1, metavar="N",
+                   help="with --fsdp M: each model replica split N ways by tensor parallelism, on an M x N mesh "
+                        "(M x N processes)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="with --fsdp: bf16 parameters for compute, float32 gradient reduction")
     p.set_defaults(func=cmd_train)

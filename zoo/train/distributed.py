@@ -54,10 +54,17 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def shard_model(model: nn.Module, *, mixed_precision: bool = False, mesh: Any = None) -> nn.Module:
+def shard_model(model: nn.Module, *, mixed_precision: bool = False, mesh: Any = None, tp: int = 1) -> nn.Module:
     """FSDP2 in place: `fully_shard` each block, then the root (embedding, final norm, output).
     `mixed_precision`: parameters gathered in bf16 for compute, gradients reduced in float32
-    (the master weights and AdamW state stay float32)."""
+    (the master weights and AdamW state stay float32).
+
+    `tp` > 1: a 2-D mesh (world/tp data-parallel x tp tensor-parallel, torchtitan's order: TP
+    first, then FSDP): the compiler's sharding plan applied with DTensor on the "tp" dim
+    (runtime/distributed/tp.py, as for inference), then FSDP over the "dp" dim; the ranks of a
+    tensor-parallel group read the same rows of the batch. The model keeps the data-parallel
+    mesh as `dp_mesh` (`data_rank`)."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import (
         MixedPrecisionPolicy,
         fully_shard,
@@ -67,25 +74,62 @@ def shard_model(model: nn.Module, *, mixed_precision: bool = False, mesh: Any = 
     if mesh is None and not (dist.is_available() and dist.is_initialized()):
         raise TrainError("FSDP needs an initialized process group: launch with torchrun "
                          "(e.g. torchrun --nproc-per-node 2 -m zoo train ... --fsdp 2)")
+    if tp > 1:
+        from ..compiler.passes.sharding import plan_sharding
+        from ..runtime.distributed import parallelize
+
+        size = world()[1]
+        if size % tp:
+            raise TrainError(f"--tp {tp} does not divide the {size} ranks of this run")
+        device = next(model.parameters()).device
+        mesh2 = init_device_mesh(device.type if device.type != "meta" else "cpu", (size // tp, tp),
+                                 mesh_dim_names=("dp", "tp"))
+        mesh2[("dp", "tp")]._flatten("dp_tp")  # norms over both dims reduce in one collective, not two
+        parallelize(model, plan_sharding(model.compiled.ir, tp), mesh2["tp"])
+        mesh = mesh2["dp"]
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision \
         else MixedPrecisionPolicy()
     for unit in fsdp_units(model):
         fully_shard(unit, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
+    model.dp_mesh = mesh  # type: ignore[assignment]
     if hasattr(model, "loss"):
         # multi-token losses reach the root's parameters without calling forward()
         register_fsdp_forward_method(model, "loss")
     return model
 
 
-def local_rows(batch: torch.Tensor) -> torch.Tensor:
-    """This rank's contiguous slice of a global batch."""
-    rank, size = world()
+def data_rank(model: nn.Module) -> tuple[int, int]:
+    """(this rank's place, the number of places) along the data-parallel dim: the whole world
+    under plain FSDP, the "dp" dim of a tp x fsdp mesh."""
+    mesh = getattr(model, "dp_mesh", None)
+    if mesh is not None:
+        return mesh.get_local_rank(), mesh.size()
+    return world()
+
+
+def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of gradients that may be DTensors on different meshes (a 2-D
+    tp x fsdp mesh's split weights, the data-parallel mesh's replicated norms): one norm per
+    mesh, reduced over its shards, then combined."""
+    groups: dict[Any, list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault(getattr(g, "device_mesh", None), []).append(g)
+    norms = []
+    for gs in groups.values():
+        n = torch.nn.utils.get_total_norm(gs)
+        norms.append(n.full_tensor() if hasattr(n, "full_tensor") else n)
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms])) if norms else torch.zeros(())
+
+
+def local_rows(batch: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+    """This rank's contiguous slice of a global batch (its data-parallel place's, see `data_rank`)."""
+    rank, size = world() if model is None else data_rank(model)
     if size == 1:
         return batch
     if batch.shape[0] % size:
-        raise TrainError(f"the global batch of {batch.shape[0]} sequences does not divide among {size} ranks; "
-                         f"choose a batch size that is a multiple of {size}")
+        raise TrainError(f"the global batch of {batch.shape[0]} sequences does not divide among {size} data-parallel "
+                         f"ranks; choose a batch size that is a multiple of {size}")
     n = batch.shape[0] // size
     return batch[rank * n:(rank + 1) * n]
 
@@ -165,9 +209,12 @@ def load_dcp(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimi
         set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
 
 
-def model_from_dcp(folder: str | Path, *, device: str | torch.device = "cpu", backend: str | None = None) -> nn.Module:
+def model_from_dcp(folder: str | Path, *, device: str | torch.device = "cpu", backend: str | None = None,
+                   meta: bool = False) -> nn.Module:
     """The model a DCP step folder holds, built from its spec and filled from its shards (call it
-    on every rank under a process group, then `shard_model` it, or in one plain process)."""
+    on every rank under a process group, then `shard_model` it, or in one plain process).
+    `meta`: left on the meta device (nothing allocated) for `shard_model` and `allocate_shards`:
+    no rank ever holds the whole model."""
     from ..compiler.schema import ModelSpec
     from ..model import as_zoo_model, lower_spec, materialize, parse_device
 
@@ -178,8 +225,16 @@ def model_from_dcp(folder: str | Path, *, device: str | torch.device = "cpu", ba
     spec = ModelSpec.model_validate(json.loads(path.read_text()))
     dev = parse_device(device)
     compiled, net = lower_spec(spec, backend, dev)
-    materialize(net, dev, None, 0)  # every value is overwritten from the shards
+    if not meta or any(True for _ in net.buffers()):  # buffers would need their own init: materialize whole
+        materialize(net, dev, None, 0)  # every value is overwritten from the shards
     return as_zoo_model(net, compiled)
+
+
+def allocate_shards(model: nn.Module, device: str | torch.device) -> None:
+    """Give a sharded model still on the meta device real (uninitialized) storage for its own
+    shards only; `load_dcp` then fills them."""
+    if any(p.is_meta for p in model.parameters()):
+        model.to_empty(device=device)
 
 
 def load_dcp_model(folder: str | Path, *, device: str | torch.device = "cpu", backend: str | None = None) -> nn.Module:

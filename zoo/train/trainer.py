@@ -61,12 +61,15 @@ def is_multi_token(model: nn.Module) -> bool:
 class Trainer:
     def __init__(self, model: nn.Module, data: TokenStream, config: TrainConfig | None = None, *,
                  eval_data: TokenStream | None = None, out: str | Path | None = None, fsdp: bool = False,
-                 mixed_precision: bool = False) -> None:
+                 mixed_precision: bool = False, tp: int = 1) -> None:
         """`fsdp=True` (under an initialized process group, e.g. torchrun): FSDP2-shard the model
         across the ranks; each rank trains on its slice of `data`'s global batch and checkpoints
-        are DCP folders (distributed.py). `mixed_precision`: bf16 parameters, float32 reduction."""
+        are DCP folders (distributed.py). `mixed_precision`: bf16 parameters, float32 reduction.
+        `tp` > 1 (with fsdp): tensor parallel inside FSDP on a (world/tp) x tp mesh."""
+        if tp > 1 and not fsdp:
+            raise TrainError("tp > 1 trains on a tp x fsdp mesh: pass fsdp=True (--fsdp) as well")
         if fsdp:
-            model = fsdp_mod.shard_model(model, mixed_precision=mixed_precision)
+            model = fsdp_mod.shard_model(model, mixed_precision=mixed_precision, tp=tp)
         self.model, self.data, self.eval_data = model, data, eval_data
         self.sharded = fsdp_mod.is_sharded(model)
         self.rank = fsdp_mod.world()[0]
@@ -133,7 +136,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)  # summed on the device: one host sync per step
         aux_total: torch.Tensor | None = None  # MoE: the raw load-balancing loss CausalLM.loss leaves
         for _ in range(self.config.accum_steps):
-            batch = self._to_device(fsdp_mod.local_rows(self.data.next_batch()) if self.sharded
+            batch = self._to_device(fsdp_mod.local_rows(self.data.next_batch(), self.model) if self.sharded
                                     else self.data.next_batch())
             with self.autocast():
                 if self.config.memory_efficient:
@@ -161,11 +164,10 @@ class Trainer:
     def clip_gradients(self) -> float:
         """Clip to `grad_clip` (global L2 norm); returns the norm before clipping."""
         params = [p for _, p in self._trainable() if p.grad is not None]
-        if self.sharded:  # DTensor gradients: the norm is reduced over the shards
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        if self.sharded:  # DTensor gradients: the norm is reduced over the shards (of each mesh)
+            norm = fsdp_mod.grad_norm([p.grad for p in params])
             if self.config.grad_clip is not None:
-                torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+                torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm, foreach=False)
             return float(norm)
         if self.config.grad_clip is None:
             return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
@@ -287,24 +289,31 @@ class Trainer:
     def resume(cls, folder: str | Path, data: TokenStream, *, eval_data: TokenStream | None = None,
                out: str | Path | None = None, device: str | torch.device | None = None,
                backend: str | None = None, fsdp: bool | None = None, mixed_precision: bool = False,
-               **overrides: Any) -> Trainer:
+               tp: int = 1, **overrides: Any) -> Trainer:
         """Continue from a step folder (or the newest one in a run folder): same weights, AdamW
         state, step, data position and RNG, so the run goes on as if never stopped. `data` must
         be the stream the run trained on (checked: length and batch geometry). `overrides`
         change settings (e.g. steps=...) at the price of exactness. A DCP folder (written by an
-        FSDP run) resumes at any world size; `fsdp` (default: when more than one rank) shards again."""
+        FSDP run) resumes at any world size and tp; `fsdp` (default: when more than one rank) shards
+        again, the model built on the meta device and only its shards allocated, then read."""
         path = ts.resolve_checkpoint(folder)
         state = ts.read_state(path)
         config = TrainConfig.from_json(state["config"], **overrides)
         fsdp = fsdp_mod.world()[1] > 1 if fsdp is None else fsdp
         out = out if out is not None else path.parent
         if state.get("dcp"):
-            model = fsdp_mod.model_from_dcp(path, device=device or "cpu", backend=backend)
-            trainer = cls(model, data, config, eval_data=eval_data, out=out, fsdp=fsdp, mixed_precision=mixed_precision)
+            model = fsdp_mod.model_from_dcp(path, device=device or "cpu", backend=backend, meta=fsdp)
+            trainer = cls(model, data, config, eval_data=eval_data, out=out, fsdp=fsdp, mixed_precision=mixed_precision,
+                          tp=tp)
+            if fsdp:
+                fsdp_mod.allocate_shards(trainer.model, device or "cpu")
+                trainer.device = next(trainer.model.parameters()).device
+                trainer.optimizer = trainer._build_optimizer()  # over the allocated shards
             fsdp_mod.load_dcp(path, trainer.model, trainer.optimizer)
         else:
             model = loading.load(path, device=device or "cpu", backend=backend)
-            trainer = cls(model, data, config, eval_data=eval_data, out=out, fsdp=fsdp, mixed_precision=mixed_precision)
+            trainer = cls(model, data, config, eval_data=eval_data, out=out, fsdp=fsdp, mixed_precision=mixed_precision,
+                          tp=tp)
             tensors, groups = ts.read_optimizer(path)
             ts.optimizer_from_files(trainer.optimizer, trainer._names, tensors, groups, str(path))
         data.load_state_dict(state["data"])
