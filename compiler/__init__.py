@@ -24,6 +24,7 @@ from .passes import (
     choose_backend,
     select_kernels,
 )
+from .quantization import annotate
 from .schema import ModelSpec
 
 
@@ -60,6 +61,7 @@ class Compiled:
 
 def compile_ir(spec: ModelSpec, source: str | None = None) -> tuple[Node, Accounting]:
     ir = build_ir(spec)
+    annotate(ir, spec.quantization)  # which matrices are stored as integers
     check_ir(ir, source=source)
     return ir, account(ir)
 

@@ -32,6 +32,11 @@ def render_accounting(acc: "Accounting") -> list[str]:
         lines.append(f"active/token     {acc.active_params:,} ({human(acc.active_params)}; experts left out by the router)")
     lines.append(f"weights          {human_bytes(acc.weight_bytes['bfloat16'])} bf16, "
                  f"{human_bytes(acc.weight_bytes['float32'])} fp32")
+    if acc.stored is not None:
+        q = acc.stored
+        lines.append(f"stored ({q.scheme:<8}) {human_bytes(q.total(4))} with the rest fp32, {human_bytes(q.total(2))} "
+                     f"with it bf16: {q.matrices} matrices, {q.quantized_params:,} weights in "
+                     f"{human_bytes(q.quantized_bytes)} (scales included)")
     lines.append(f"KV cache         {human_bytes(acc.kv_cache_bytes(1))}/token bf16, "
                  f"{human_bytes(acc.kv_cache_bytes(acc.context))} at {acc.context:,} tokens")
     lines.append(f"FLOPs/token      {human(acc.flops_per_token)} (forward, context {acc.context:,})")

@@ -23,5 +23,28 @@ def lower(ir: Node, backend: Backend) -> nn.Module:
     bad = [k for k, shape in expected.items() if got[k] != shape]
     if bad:
         raise LoweringError(f"lowering shape mismatch: {[(k, expected[k], got[k]) for k in bad[:5]]}")
+    swap_quantized(model, ir)
     model.set_backend(backend)  # binds the backend's kernels on every module
     return model
+
+
+def swap_quantized(model: nn.Module, ir: Node, from_float: bool = False) -> int:
+    """Give every node the spec's quantization marked (`attrs["quant"]`) its integer-weight
+    module (runtime/quant): empty on the meta device, or with `from_float` the quantized copy of
+    the float linear there now (whose weight is then dropped). Returns how many were swapped."""
+    from ..runtime.quant import QuantLinear, replace_module
+
+    n = 0
+    for node in ir.walk():
+        q = node.attrs.get("quant")
+        if q is None:
+            continue
+        lin = model.get_submodule(node.path)
+        bits, group, sym = q.bits, q.group_size, q.symmetric
+        if from_float:
+            new = QuantLinear.from_linear(lin, bits, group, sym)
+        else:
+            new = QuantLinear(q.in_features, q.out_features, bits, group, sym, lin.bias is not None, device="meta")
+        replace_module(model, node.path, new)
+        n += 1
+    return n

@@ -117,6 +117,9 @@ class Kind(Strict):
     #: one FSDP unit (`fully_shard` group): its subtree's parameters gather together (a block);
     #: parameters outside every unit go with the root's
     fsdp_unit: ClassVar[bool] = False
+    #: a weight matrix (params[0], out x in) that weight-only quantization may store as
+    #: integers with scales (the spec's `quantization:`; compiler/quantization.py)
+    quantizable: ClassVar[bool] = False
 
     @property
     def kind_name(self) -> str:

@@ -42,6 +42,7 @@ from .kinds import (
     parse_layer_range,
 )
 from .paths import name_problem
+from .quantization import Quantization
 from .registry import FieldError, Kind, Slot, Strict
 from .values import TokenId
 
@@ -49,7 +50,8 @@ SCHEMA_VERSION = 1
 
 __all__ = ["SCHEMA_VERSION", "Attention", "Block", "Decoder", "DenseFFN", "FieldError", "GeGLU", "GeluMLP",
            "InfillSpec", "Kind", "LAYER_RANGE_PATTERN", "LayerNorm", "LayerOverride", "LinearScaling", "MLPAdapter",
-           "ModelSpec", "MoE", "MultiTokenHead", "NextTokenHead", "Published", "RMSNorm", "Rope", "Rope2D", "Router",
+           "ModelSpec", "MoE", "MultiTokenHead", "NextTokenHead", "Published", "Quantization", "RMSNorm", "Rope", "Rope2D",
+           "Router",
            "Slot", "Strict", "SwiGLU", "TokenizerSpec", "VisionEncoder", "VisionLanguage", "WeightsSpec",
            "json_schema", "parse_layer_range"]
 
@@ -126,6 +128,8 @@ class ModelSpec(Strict):
     tokenizer: TokenizerSpec | None = None
     weights: WeightsSpec | None = None
     published: Published | None = None
+    quantization: Quantization | None = Field(None, exclude_if=lambda v: v is None,
+                                              description="how the weight matrices are stored (int8, int4)")
 
     @model_validator(mode="after")
     def _ids_in_vocabulary(self) -> "ModelSpec":

@@ -10,6 +10,12 @@ import torch
 from torch import nn
 
 from . import catalog, hub, loading
+from .checkpoint.quantize import (
+    QuantizeArg,
+    quantization_request,
+    quantize_model,
+    with_quantization,
+)
 from .compiler import Compiled
 from .compiler import compile as _compile
 from .compiler.errors import UsageError
@@ -53,12 +59,26 @@ def compile(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | Non
 
 def build(name: SpecLike, overrides: Sequence[str] = (), *, backend: str | None = None,
           device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
-          init: str | None = "random", seed: int | None = 0, tokenizer: Any = None) -> nn.Module:
-    """A model from its spec. init="random" allocates and initializes; init="meta" allocates nothing."""
+          init: str | None = "random", seed: int | None = 0, tokenizer: Any = None,
+          quantize: QuantizeArg = None, group_size: int | None = None, symmetric: bool | None = None,
+          skip: Sequence[str] | None = None) -> nn.Module:
+    """A model from its spec. init="random" allocates and initializes; init="meta" allocates nothing.
+    `quantize` ("int8", "int4" with `group_size` 32/64/128/256, `symmetric`, `skip` globs of
+    linears kept float; or the spec's `quantization:` section): random float weights, then
+    quantized (docs/quantization.md)."""
     if init not in ("random", "meta", None):
         raise UsageError(f"init must be 'random' or 'meta', got {init!r}")
     device = parse_device(device)
-    compiled, net = lower_spec(spec(name, overrides), backend, device)
+    the_spec = spec(name, overrides)
+    section = quantization_request(quantize, group_size, symmetric, list(skip) if skip is not None else None)
+    if section is not None:
+        the_spec = with_quantization(the_spec, section)
+    if init == "random" and the_spec.quantization is not None:  # float weights drawn, then quantized
+        q = the_spec.quantization.model_dump(mode="json")
+        model = build(with_quantization(the_spec, None), backend=backend, device=device, dtype=dtype, init=init,
+                      seed=seed, tokenizer=tokenizer)
+        return quantize_model(model, q)
+    compiled, net = lower_spec(the_spec, backend, device)
     if init == "random":
         materialize(net, device, parse_dtype(dtype), seed)
     return as_zoo_model(net, compiled, tokenizer)
@@ -68,7 +88,8 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
          device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, revision: str | None = None,
          token: str | bool | None = None, cache_dir: str | Path | None = None, force_download: bool = False,
          verify: bool | None = None, on_nonfinite: str = "warn", spec: str | Path | ModelSpec | None = None,
-         format: str | None = None, tp: int = 1) -> nn.Module:
+         format: str | None = None, tp: int = 1, quantize: QuantizeArg = None, group_size: int | None = None,
+         symmetric: bool | None = None, skip: Sequence[str] | None = None) -> nn.Module:
     """A model with weights, from any of:
 
     - a local folder: zoo's own (zoo.yaml), a transformers folder (config.json + safetensors) or
@@ -91,15 +112,33 @@ def load(name: str | Path, overrides: Sequence[str] = (), *, backend: str | None
 
     `tp=N` under an initialized process group of N ranks (torchrun): the model split by the
     compiler's sharding plan (DTensor), each rank reading only its slices of the weights.
+
+    `quantize="int8"` (per output channel) or `"int4"` (`group_size` 32 by default, 64, 128,
+    256; `symmetric=False` for zero points; `skip`: globs of linears kept float, default
+    `["output"]`): the float weights loaded, then the linears stored as integers with scales
+    (docs/quantization.md). A quantized checkpoint (zoo.yaml with `quantization:`) loads as
+    stored, without quantizing again.
     """
     if spec is not None and not isinstance(spec, ModelSpec):
         spec = check_name(spec)
-    return loading.load(check_name(name), overrides, backend=backend, device=parse_device(device),
+    section = quantization_request(quantize, group_size, symmetric, list(skip) if skip is not None else None)
+    if section is not None and tp > 1:
+        raise UsageError("quantize= loads on one process; tensor parallel (tp > 1) needs float weights")
+    model = loading.load(check_name(name), overrides, backend=backend, device=parse_device(device),
                         dtype=parse_dtype(dtype),
                         revision=revision,
                         token=token, cache_dir=cache_dir, force_download=force_download, verify=verify,
                         on_nonfinite=on_nonfinite, spec=spec, layout=check_name(format) if format is not None else None,
                         tp=tp)
+    if section is None:
+        return model
+    stored = model.spec.quantization  # type: ignore[attr-defined]
+    if stored is not None:  # a quantized checkpoint: as stored, when that is what was asked
+        if with_quantization(model.spec, section).quantization == stored:  # type: ignore[attr-defined]
+            return model
+        raise UsageError(f"{name}: stored as {stored.describe()}; quantizing it again would quantize dequantized "
+                         "weights (load its float checkpoint instead)")
+    return quantize_model(model, section)
 
 
 def convert(src: str | Path, dst: str | Path, to: str, *, dtype: str | None = None, shards: int = 1,

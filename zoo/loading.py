@@ -22,6 +22,7 @@ from . import catalog
 from .checkpoint import SPEC_FILE, CheckpointError, read_document, verify_files
 from .checkpoint.atomic import folder_lock
 from .checkpoint.finite import all_finite, known_finite, remember_finite
+from .checkpoint.quantize import stored_shapes
 from .checkpoint.tensors import (
     NonFiniteWeightsWarning,
     assign,
@@ -104,9 +105,12 @@ def stream_in(net: nn.Module, plan: Any, source: Any, device: torch.device | str
         for b in tqdm(order, desc=desc, unit="tensor", disable=None, leave=False):
             outs = b.to_canonical([source.get(n) for n in b.external])
             for name, t in zip(b.canonical, outs):
-                if not t.is_floating_point():
-                    raise CheckpointError(f"{source.where}: {', '.join(b.external)} is {str(t.dtype)[6:]}; weights are "
-                                          "floating point (a corrupt or foreign header?)")
+                mod, attr, _ = slots[name]
+                want = mod._parameters[attr]
+                if t.is_floating_point() != want.is_floating_point() or (  # integers: quantized weights, exactly
+                        not t.is_floating_point() and t.dtype != want.dtype):
+                    raise CheckpointError(f"{source.where}: {', '.join(b.external)} is {str(t.dtype)[6:]}; the model "
+                                          f"wants {str(mod._parameters[attr].dtype)[6:]} (a corrupt or foreign header?)")
             zero_copy = False
             origin = [files.get(n) for n in b.external]
             for name, t in zip(b.canonical, outs):
@@ -156,7 +160,7 @@ def load_folder(folder: Path, base_spec: ModelSpec | None, overrides: Sequence[s
             verify_files(folder, ckpt.files, checksums=bool(verify))
     spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
     compiled, net = lower_spec(spec, backend, device)  # on the meta device: nothing allocated
-    plan = ckpt.plan(spec, {n: p.sizes for n, p in compiled.ir.parameters()})
+    plan = ckpt.plan(spec, stored_shapes(compiled, net))  # a quantized spec's integers and scales
     report = plan.check(ckpt.source.shapes(plan.shard_dims()))
     if not report.ok:
         err = CheckpointError(report.render(f"{folder} ({ckpt.kind} checkpoint, {plan.format.name} names)"))
@@ -239,6 +243,9 @@ def load_folder_tp(folder: Path, base_spec: ModelSpec | None, tp: int, overrides
     with folder_lock(folder, shared=True):
         ckpt = open_checkpoint(folder, base_spec, root, layout)
     spec = ckpt.spec if ckpt.spec is base_spec else override_spec(ckpt.spec, overrides)
+    if spec.quantization is not None:
+        raise UsageError(f"{folder}: tensor parallel loads float weights; this checkpoint is stored as "
+                         f"{spec.quantization.describe()}")
     compiled, net = lower_spec(spec, backend, device)
     sharding = plan_sharding(compiled.ir, tp)
     plan = ckpt.plan(spec, {n: p.sizes for n, p in compiled.ir.parameters()})

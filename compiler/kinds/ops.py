@@ -17,9 +17,21 @@ class Linear(Kind):
 
     slots = ("op",)
     kind: Literal["linear"] = "linear"
+    quantizable = True
 
     def cost(self, node: Node, ctx: Any, inner: Cost) -> Cost:
         return super().cost(node, ctx, inner) + Cost(flops=2 * node.params[0].numel)
+
+    def kernels(self, node: Node, backend: Any) -> list[KernelRow]:
+        q = node.attrs.get("quant")
+        if q is None:
+            return []  # the backend's linear row covers it
+        if q.bits == 8:
+            kernel = "int8 weights: torch._weight_int8pack_mm (CPU); dequantize + matmul elsewhere"
+        else:
+            kernel = (f"int4 g{q.group_size} weights: aten._weight_int4pack_mm_for_cpu (CPU, out_features % 16 == 0); "
+                      "dequantize + matmul elsewhere")
+        return [KernelRow(node.path, "linear", kernel, "quantization: weight-only, activations stay float")]
 
 
 @register

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import Node
+from ..quantization import StoredBytes, stored_bytes
 from ..registry import Cost
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "int8": 1}
@@ -24,6 +25,8 @@ class Accounting:
     # parameters one token runs through: all but the experts its router leaves out (= params
     # for dense models; Mixtral-8x7B: 12.9B of 46.7B)
     active_params: int = 0
+    # the spec's quantization: the bytes of the integer matrices and of what stays float
+    stored: StoredBytes | None = None
 
     def kv_cache_bytes(self, tokens: int, dtype: str = "bfloat16") -> int:
         return self.kv_bytes_per_token * DTYPE_BYTES[dtype] * tokens
@@ -48,4 +51,5 @@ def account(ir: Node, context: int | None = None) -> Accounting:
     by_part = {(k or UNASSIGNED): v for k, v in cost.params.items() if v}
     total = cost.total
     weight_bytes = {k: total * v for k, v in DTYPE_BYTES.items() if k in ("float32", "bfloat16", "int8")}
-    return Accounting(total, by_part, cost.flops, ctx.context, cost.kv_elems, weight_bytes, total - cost.inactive)
+    return Accounting(total, by_part, cost.flops, ctx.context, cost.kv_elems, weight_bytes, total - cost.inactive,
+                      stored_bytes(ir, total))

@@ -44,17 +44,20 @@ def structure(block: Any) -> tuple[bool, str]:
     if block.attn_norm.eps != block.ffn_norm.eps:
         return False, "the two norms' eps differ"
     a = block.attn
+    f = block.ffn
     if a.extras():
         return False, f"attention with {', '.join(a.extras())}"
     if any(lin.bias is not None for lin in (a.q, a.k, a.v, a.o)):
         return False, "attention has biases"
     if a.cfg.head_dim % 2 or a.cfg.n_heads % a.cfg.n_kv_heads:
         return False, "odd head_dim or uneven GQA groups"
-    f = block.ffn
     if not isinstance(f, GatedFFN) or f.act is not F.silu:
         return False, "ffn is not SwiGLU"
     if any(lin.bias is not None for lin in (f.gate, f.up, f.down)):
         return False, "ffn has biases"
+    linears = (a.q, a.k, a.v, a.o, f.gate, f.up, f.down)
+    if not all(isinstance(lin._parameters.get("weight"), torch.Tensor) for lin in linears):
+        return False, "a projection without a float weight matrix (quantized: runtime/quant)"
     return True, "LLaMA-style block"
 
 
@@ -156,7 +159,7 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     b, t, _ = x.shape
     if b * t > MAX_ROWS or b != cache.batch or not _ok(x, _STORED) or layout.start + t > cache.max_len:
         return None
-    if torch.is_grad_enabled() and (x.requires_grad or blocks[0].attn.q.weight.requires_grad):
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in blocks[0].attn.q.parameters())):
         return None
     parallel = int(parallel)
     if not 0 <= parallel <= len(blocks):

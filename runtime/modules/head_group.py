@@ -30,7 +30,9 @@ def groupable(blocks: Sequence[nn.Module]) -> bool:
     """True when the blocks share one shape: RMSNorm, bias-free attention, bias-free gated FFN."""
     if len(blocks) < 2:
         return False
-    from .decoder import Block  # a plain pre-norm block: the stacked step implements that layout only
+    from .decoder import (
+        Block,  # a plain pre-norm block: the stacked step implements that layout only
+    )
 
     first = blocks[0]
     for b in blocks:
@@ -42,9 +44,11 @@ def groupable(blocks: Sequence[nn.Module]) -> bool:
             return False
         if b.attn.extras() or b.attn.cfg != first.attn.cfg or b.ffn.act is not first.ffn.act or b.attn_norm.eps != first.attn_norm.eps:
             return False
-        if any(getattr(m, "bias", None) is not None for m in (b.attn.q, b.attn.k, b.attn.v, b.attn.o,
-                                                               b.ffn.gate, b.ffn.up, b.ffn.down)):
+        linears = (b.attn.q, b.attn.k, b.attn.v, b.attn.o, b.ffn.gate, b.ffn.up, b.ffn.down)
+        if any(getattr(m, "bias", None) is not None for m in linears):
             return False
+        if not all(isinstance(m._parameters.get("weight"), torch.Tensor) for m in linears):
+            return False  # quantized projections (runtime/quant) run as their own modules
     return True
 
 

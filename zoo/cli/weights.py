@@ -1,6 +1,7 @@
-"""`zoo convert`, `zoo pull`, `zoo push`: the weights and Hub commands.
+"""`zoo convert`, `zoo quantize`, `zoo pull`, `zoo push`: the weights and Hub commands.
 
     zoo convert ./llama-2-7b-meta --to hf ./llama-2-7b-hf
+    zoo quantize ./model --to int4 --group-size 32 ./model-int4
     zoo pull codellama-7b [--revision SHA]
     zoo push ./out org/my-model [--private]
 """
@@ -19,6 +20,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
                   max_shard_size=args.max_shard_size, overwrite=args.overwrite, revision=args.revision, token=args.token,
                       spec=args.spec, format=args.format)
     print(f"wrote {out} ({args.to})")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    model = api.load(args.source, revision=args.revision, token=args.token, spec=args.spec, format=args.format,
+                     quantize=args.to, group_size=args.group_size, symmetric=not args.asymmetric,
+                     skip=args.skip)
+    out = model.save(args.dest, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    q = model.spec.quantization
+    acc = model.compiled.accounting.stored
+    print(f"wrote {out} ({q.describe()}: {acc.matrices} matrices, {acc.quantized_bytes / 2**20:.1f} MiB of integers "
+          "and scales)")
     return 0
 
 
@@ -54,6 +67,27 @@ def register(sub: Any) -> None:
     p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
     add_spec_and_format(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("quantize", help="store a model's linear weights as int8 or int4 (weight-only)",
+                       description="Load a float checkpoint (folder, catalog name or Hub repo), quantize its linear "
+                                   "projections and write a zoo folder holding the integers and their scales; "
+                                   "zoo.load reads it back as stored. The embedding and the output projection stay "
+                                   "float unless --skip says otherwise (docs/quantization.md).")
+    p.add_argument("source", help="a float checkpoint folder, a catalog name or a Hub repo id")
+    p.add_argument("--to", required=True, choices=["int8", "int4"],
+                   help="int8: one scale per output channel; int4: one scale per group of inputs")
+    p.add_argument("dest", help="output folder (written atomically)")
+    p.add_argument("--group-size", type=int, default=None, choices=[32, 64, 128, 256],
+                   help="int4: inputs sharing one scale (default 32)")
+    p.add_argument("--asymmetric", action="store_true", help="int4: a zero point per group (default: symmetric)")
+    p.add_argument("--skip", action="append", default=None, metavar="GLOB",
+                   help="canonical linear paths kept float (repeatable; default: output)")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (5GB, 500MB …)")
+    p.add_argument("--overwrite", action="store_true", help="replace dest if it exists")
+    p.add_argument("--revision", default=None, help="Hub source: branch, tag or commit")
+    p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
+    add_spec_and_format(p)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("pull", help="download a model's weights into the Hub cache (and verify them)")
     p.add_argument("model", help="a catalog name (its pinned repo and revision) or a Hub repo id")

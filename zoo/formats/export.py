@@ -43,7 +43,7 @@ from .transforms import FormatError
 def default_layout(spec: ModelSpec) -> str:
     """transformers' layout when transformers can run the spec (the spec's own hf-* format if
     it names one), else the canonical names."""
-    if hf_unsupported(spec) is not None:
+    if hf_unsupported(spec) is not None or spec.quantization is not None:  # integers + scales: zoo's own names
         return CANONICAL
     fmt = spec.weights.format if spec.weights else None
     own = hf_format(spec)  # its transformers family's key map (hf-llama, hf-mixtral ...)
@@ -117,7 +117,7 @@ def export_hf(model: nn.Module, path: str | Path, *, max_shard_size: int | str =
     """A plain transformers folder (no zoo.yaml): safetensors under transformers' names,
     config.json, generation_config.json, tokenizer."""
     spec: ModelSpec = model.spec  # type: ignore[attr-defined]
-    why = hf_unsupported(spec)
+    why = hf_unsupported(spec) or (f"weights stored as {spec.quantization.describe()}" if spec.quantization else None)
     if why:
         raise FormatError(f"{spec.name}: transformers cannot run it ({why})")
     layout = default_layout(spec)
@@ -200,6 +200,10 @@ def export(model: nn.Module, dst: str | Path, to: str, *, shards: int = 1, max_s
     whose 2-D weights are `gguf_type`: f32, f16, bf16, q8_0, q4_0; default the model's float type)."""
     if to == "gguf":
         return write_gguf(model, dst, dtype=gguf_type, overwrite=overwrite)
+    q = getattr(getattr(model, "spec", None), "quantization", None)
+    if q is not None and to != "zoo":
+        raise FormatError(f"convert: the model is stored as {q.describe()}, which only zoo's own folders hold "
+                          f"(--to zoo); convert its float checkpoint to {to}")
     if to == "meta":
         return export_meta(model, dst, shards=shards, overwrite=overwrite)
     if to == "mistral":
