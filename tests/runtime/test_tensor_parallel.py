@@ -1,6 +1,7 @@
 """Tensor-parallel inference on 2 gloo processes: a tiny model of each family with a plan
 (LLaMA in transformers' layout, whose q/k rows are permuted on read, and in zoo's canonical one;
-Code Llama; Mixtral-style MoE; MoE with a gated shared expert; multi-token heads) saved to a
+Code Llama; Mixtral-style MoE; MoE with a gated shared expert; multi-token heads; Pixtral, its
+vision encoder split too) saved to a
 folder, built on meta, parallelized by the sharding plan with DTensor, each rank reading only
 its slices; logits equal the single-process model's and greedy tokens are equal."""
 
@@ -122,3 +123,36 @@ def test_tp_needs_a_process_group(tmp_path: Path) -> None:
         zoo.load(tmp_path / "m", tp=2)
     with pytest.raises(UsageError, match="tp must be"):
         zoo.load(tmp_path / "m", tp=0)
+
+
+def run_vlm(rank: int, world: int, store: str, folder: str, out: str) -> None:
+    from tests.runtime.test_pixtral_parity import images, prompt
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        net = zoo.load(folder, tp=world, dtype="float32")
+        assert net.vision.blocks[0].attn.q.weight.to_local().shape[0] * 2 == net.vision.blocks[0].attn.q.weight.shape[0]
+        imgs = images()[:2]
+        with torch.no_grad():
+            logits = net(torch.tensor([prompt(imgs)]), images=imgs)
+        if rank == 0:
+            torch.save(logits, out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_tp2_vision_language_model_equals_one_process(tmp_path: Path) -> None:
+    """Pixtral: the vision encoder's attention and FFN split by their kinds' plans like the text decoder's."""
+    from tests.runtime.test_pixtral_parity import images, prompt, tiny
+
+    m = tiny("sdpa")
+    m.save(tmp_path / "m")
+    imgs = images()[:2]
+    with torch.no_grad():
+        ref = m(torch.tensor([prompt(imgs)]), images=imgs)
+    mp.spawn(run_vlm, args=(2, str(tmp_path / "store"), str(tmp_path / "m"), str(tmp_path / "v.pt")), nprocs=2, join=True)
+    got = torch.load(tmp_path / "v.pt")
+    assert ref.abs().max() > 1.0
+    assert torch.allclose(got, ref, atol=1e-5, rtol=0), (got - ref).abs().max()

@@ -194,9 +194,6 @@ def _join_tp_group(args: argparse.Namespace) -> bool:
     if launched_ranks() != args.tp:
         raise CLIError(f"--tp {args.tp} needs {args.tp} processes, this run has {launched_ranks()}",
                        hint=f"torchrun --nproc-per-node {args.tp} -m zoo generate {args.model} ... --tp {args.tp}")
-    if args.image:
-        raise CLIError("--image with --tp: the vision encoder has no tensor-parallel plan yet; run a "
-                       "vision-language model on one process")
     args.device = local_device(args.device)
     return init_from_env(args.device)[0] == 0
 
