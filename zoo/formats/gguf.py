@@ -650,6 +650,10 @@ def write_gguf(model: Any, path: str | Path, *, dtype: str | torch.dtype | None 
     if target.exists() and not overwrite:
         raise UsageError(f"{target} exists (overwrite=True / --overwrite replaces it)")
     spec: ModelSpec = model.spec
+    stored = getattr(spec, "quantization", None)  # zoo's own int8/int4 storage: not GGUF blocks
+    if stored is not None:
+        raise FormatError(f"{spec.name}: its weights are stored as zoo {getattr(stored, 'describe', str)()}; "
+                          "export its float checkpoint to GGUF (--dtype q8_0 / q4_0 quantizes the llama.cpp way)")
     state = model.state_dict()
     kind = gguf_dtype(dtype, next((t.dtype for t in state.values() if t.is_floating_point()), None))
     plan = plan_for(get_format(LAYOUT), spec)
