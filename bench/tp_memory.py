@@ -33,8 +33,9 @@ import torch.multiprocessing as mp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import zoo  # noqa: E402
 from zoo.compiler.passes.sharding import plan_sharding  # noqa: E402
+
+import zoo  # noqa: E402
 
 LARGE = ["arch.dim=2048", "arch.n_layers=8", "arch.attention.n_heads=16", "arch.attention.n_kv_heads=8",
          "arch.ffn.hidden_dim=5632", "arch.vocab_size=32000", "arch.max_seq_len=2048"]

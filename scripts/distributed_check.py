@@ -26,9 +26,10 @@ import torch.distributed as dist
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.runtime.distributed import init_from_env, local_device  # noqa: E402
+
 import zoo  # noqa: E402
 from zoo.loading import load_folder_tp  # noqa: E402
-from zoo.runtime.distributed import init_from_env, local_device  # noqa: E402
 from zoo.train import TokenStream, TrainConfig, Trainer  # noqa: E402
 
 TINY = ["arch.dim=64", "arch.n_layers=2", "arch.vocab_size=128", "arch.ffn.hidden_dim=96",
