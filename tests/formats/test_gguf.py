@@ -27,7 +27,8 @@ from zoo.compiler.errors import ZooError
 
 import zoo
 from zoo.checkpoint import CheckpointError
-from zoo.formats.gguf import GGUFFile, write_gguf
+from zoo.formats.gguf import GGUFFile
+from zoo.formats.gguf_write import write_gguf
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType

@@ -25,7 +25,7 @@ from ..checkpoint import (
 from ..checkpoint.card import model_card
 from ..compiler.schema import ModelSpec
 from . import format_for
-from .gguf import write_gguf
+from .gguf_write import write_gguf
 from .hf import (
     architectures,
     generation_config,
