@@ -23,6 +23,7 @@ def _source_checkout_path() -> None:
 
 _source_checkout_path()
 
+from . import tools  # noqa: E402
 from .api import build, compile, convert, list_models, load, push, spec  # noqa: E402
 from .compiler.errors import SpecError, UnknownModelError, ZooError  # noqa: E402
 from .compiler.schema import ModelSpec  # noqa: E402
@@ -37,4 +38,4 @@ def list() -> "list[str]":  # noqa: A001 - the design's public name
 
 
 __all__ = ["build", "compile", "convert", "list", "list_models", "load", "push", "spec", "Model", "ModelSpec",
-           "SpecError", "UnknownModelError", "ZooError"]
+           "SpecError", "UnknownModelError", "ZooError", "tools"]

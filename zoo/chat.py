@@ -19,6 +19,13 @@ flow that differs between families is a few fields, not code per family:
 
 `stop` lists what ends a reply: `{eos}` / `{special:...}` become ids, other strings stop strings.
 Bad conversations are UsageErrors naming the message at fault.
+
+Tool use (zoo/tools/): a template's `tools:` section says how a tool list, an assistant's tool
+calls (`{"role": "assistant", "tool_calls": [...]}`) and a tool's result (`{"role": "tool", ...}`)
+are laid out: `syntax` names the text encoding of zoo/tools/formats.py, `available` /
+`merge` where the tool list goes (`place`: before the last user turn, or merged into the first),
+`call` and `result` the parts around calls and results, `environment` a note for the system
+block (`{environment}`).
 """
 
 from __future__ import annotations
@@ -37,9 +44,11 @@ from .runtime.generation import iter_tokens
 from .textstream import check_stops, text_pieces
 
 ROLES = ("system", "user", "assistant")
-_PLACEHOLDER = re.compile(r"\{(special:[^{}]+|bos|eos|content|role|system)\}")
+_PLACEHOLDER = re.compile(r"\{(special:[^{}]+|bos|eos|content|role|system|tools|environment)\}")
+_VALUES = ("content", "role", "system", "tools", "environment")
 _FIELDS = {"description", "style", "encode", "continue_after_special", "prefix", "system", "always_system", "merge", "trim", "alternate",
-           "user", "assistant", "turn", "system_turn", "generation", "stop", "params", "jinja"}
+           "user", "assistant", "turn", "system_turn", "generation", "stop", "params", "jinja", "tools"}
+_TOOL_FIELDS = {"syntax", "place", "available", "merge", "call", "result", "environment", "call_token"}
 
 
 def templates_root() -> Path:
@@ -185,7 +194,7 @@ class _Builder:
         for m in _PLACEHOLDER.finditer(pattern):
             self.text.append(pattern[pos:m.start()])
             key = m.group(1)
-            if key in ("content", "role", "system"):
+            if key in _VALUES:
                 self.text.append(values.get(key, ""))
             else:
                 self.special(key)
@@ -194,45 +203,187 @@ class _Builder:
 
 
 def render_chat(tokenizer: Any, tokenizer_spec: Any, messages: Sequence[Mapping[str, Any]],
-                add_generation_prompt: bool = True, model_name: str = "this model") -> list[int]:
-    """The prompt ids of a conversation in the spec's chat format."""
+                add_generation_prompt: bool = True, model_name: str = "this model",
+                tools: Sequence[Any] | None = None) -> list[int]:
+    """The prompt ids of a conversation in the spec's chat format. `tools` (JSON schemas,
+    functions or zoo.tools.Tool) and tool messages (an assistant's `tool_calls`, `role: tool`
+    results) are laid out by the template's `tools:` section (zoo/tools/formats.py)."""
     chat = chat_spec(tokenizer_spec, model_name)
     t = load_template(chat.template)
     params = template_params(t, chat)
+    tooling = bool(tools) or _has_tool_messages(messages)
     if t.get("style") == "tekken":
         from .runtime.tokenizers.errors import TokenizerError
         from .runtime.vision.chat import encode_chat
 
+        if tooling:
+            raise UsageError(f"chat template {t.name!r}: tool use is not laid out for Tekken vocabularies yet")
         check_messages(messages, alternate=False)
         try:
             return encode_chat(tokenizer, messages)[0]
         except TokenizerError as e:
             raise UsageError(str(e)) from None
-    msgs = check_messages(messages, bool(t.get("alternate", True)))
+    if tooling:
+        fmt, syntax = tool_format(t)
+        msgs = check_tool_messages(messages, bool(t.get("alternate", True)))
+        tools_text = syntax.tools(tools) if tools else None
+    else:
+        fmt, syntax, tools_text = {}, None, None
+        msgs = [Turn(role, content) for role, content in check_messages(messages, bool(t.get("alternate", True)))]
     trim = t.get("trim") or {}
     mode = t.get("system", "turn")
-    system = msgs[0][1] if msgs[0][0] == "system" else None
+    system = msgs[0].content if msgs[0].role == "system" else None
     turns = msgs[1:] if system is not None else msgs
     b = _Builder(tokenizer, tokenizer_spec, params)
     b.continue_after_special = bool(t.get("continue_after_special"))
     b.emit(t.get("prefix", ""))
+    environment = fmt.get("environment", "") if tools_text is not None else ""
     if mode == "turn":
         if system is not None or t.get("always_system"):
-            b.emit(t.part("system"), role="system", content=_trim(system or "", trim.get("system")))
+            b.emit(t.part("system"), role="system", content=_trim(system or "", trim.get("system")),
+                   environment=environment)
         elif params.get("default_system"):
-            b.emit(t.part("system"), role="system", content=params["default_system"])
-    users = [i for i, (role, _) in enumerate(turns) if role == "user"]
+            b.emit(t.part("system"), role="system", content=params["default_system"], environment=environment)
+    users = [i for i, m in enumerate(turns) if m.role == "user"]
     host = {"merge-first": users[:1], "merge-last": users[-1:]}.get(mode, [])
-    for i, (role, content) in enumerate(turns):
-        if system and i in host:
-            content = t.get("merge", "{system}\n\n{content}").replace("{system}", system).replace("{content}", content)
-        b.emit(t.part(role), role=role, content=_trim(content, trim.get(role)))
+    tools_host = -1
+    if tools_text is not None:
+        if not users:
+            raise UsageError("tools are given but the conversation has no user message to attach them to")
+        tools_host = users[-1] if fmt.get("place") == "before-last-user" else users[0]
+    for i, m in enumerate(turns):
+        if m.calls is not None:
+            b.emit(fmt["call"], content=syntax.calls(m.calls))
+        elif m.role == "tool":
+            b.emit(fmt["result"], content=syntax.result(m.content, m.call_id, m.name))
+        else:
+            content = m.content
+            if system and i in host:
+                content = t.get("merge", "{system}\n\n{content}").replace("{system}", system).replace("{content}", content)
+            content = _trim(content, trim.get(m.role))
+            if i == tools_host and fmt.get("place") == "before-last-user":
+                b.emit(fmt["available"], tools=tools_text)
+            elif i == tools_host:
+                content = _fill(fmt["merge"], tools=tools_text, content=content)
+            b.emit(t.part(m.role), role=m.role, content=content)
         if t.get("encode") == "per-message":
             b.flush()
     if add_generation_prompt:
         b.emit(t.get("generation", ""))
     b.flush()
     return b.ids
+
+
+# ---------------------------------------------------------------------------------- tool messages
+@dataclass(frozen=True)
+class Turn:
+    """One checked message: an assistant's tool calls are `calls` ([{id, name, arguments}])."""
+
+    role: str
+    content: str
+    calls: list[dict[str, Any]] | None = None
+    call_id: str | None = None
+    name: str | None = None
+
+
+def _fill(pattern: str, **values: str) -> str:
+    """`{name}` placeholders replaced in one pass (a value's own braces are left alone)."""
+    return re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], pattern)
+
+
+def _has_tool_messages(messages: Any) -> bool:
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        return False
+    return any(isinstance(m, Mapping) and (m.get("role") == "tool" or m.get("tool_calls")) for m in messages)
+
+
+def tool_format(template: Template) -> tuple[dict[str, Any], Any]:
+    """The template's `tools:` section and the text syntax it names (zoo/tools/formats.py)."""
+    from .tools.formats import get_syntax
+
+    fmt = template.get("tools")
+    if not fmt:
+        raise UsageError(f"chat template {template.name!r} has no tool-call format (no `tools:` section): "
+                         f"tools and tool messages are laid out by templates that have one")
+    unknown = set(fmt) - _TOOL_FIELDS
+    if unknown:
+        raise UsageError(f"chat template {template.name!r}: unknown tools field(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(_TOOL_FIELDS)}")
+    return fmt, get_syntax(fmt.get("syntax"))
+
+
+def _tool_calls(i: int, calls: Any) -> list[dict[str, Any]]:
+    import json
+
+    if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes)) or not calls:
+        raise UsageError(f"message {i}: tool_calls must be a non-empty list of "
+                         f"{{'function': {{'name': ..., 'arguments': {{...}}}}}} dicts")
+    out = []
+    for k, call in enumerate(calls):
+        fn = call.get("function", call) if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            raise UsageError(f"message {i}, tool call {k}: expected {{'function': {{'name': str, 'arguments': ...}}}}")
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as e:
+                raise UsageError(f"message {i}, tool call {k}: arguments are not JSON ({e})") from None
+        if not isinstance(args, Mapping):
+            raise UsageError(f"message {i}, tool call {k}: arguments must be a dict (or its JSON), "
+                             f"got {type(args).__name__}")
+        call_id = call.get("id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise UsageError(f"message {i}, tool call {k}: id must be a string, got {type(call_id).__name__}")
+        out.append({"id": call_id, "name": fn["name"], "arguments": dict(args)})
+    return out
+
+
+def check_tool_messages(messages: Any, alternate: bool = True) -> list[Turn]:
+    """The Turns of a conversation that may hold tool calls and results; UsageError otherwise.
+    A `tool` message follows an assistant's `tool_calls` (or another result); its
+    `tool_call_id` defaults to the id of the call at its position. With `alternate`, user and
+    assistant turns alternate once tool calls and results are left out."""
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
+        check_messages(messages)
+    out: list[Turn] = []
+    pending: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise UsageError(f"message {i}: expected a dict with 'role' and 'content', got {type(m).__name__}")
+        role, content = m.get("role"), m.get("content")
+        if role not in (*ROLES, "tool"):
+            raise UsageError(f"message {i}: role must be one of {', '.join(ROLES)}, tool; got {role!r}")
+        if role == "assistant" and m.get("tool_calls"):
+            if content not in (None, ""):
+                raise UsageError(f"message {i}: an assistant message with tool_calls has no content")
+            calls = _tool_calls(i, m["tool_calls"])
+            out.append(Turn(role, "", calls=calls))
+            pending = list(calls)
+            continue
+        if not isinstance(content, str):
+            raise UsageError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
+        if role == "system" and i != 0:
+            raise UsageError(f"message {i}: a system message may only come first")
+        if role == "tool":
+            if not out or (out[-1].calls is None and out[-1].role != "tool"):
+                raise UsageError(f"message {i}: a tool result must follow an assistant message with tool_calls")
+            call = pending.pop(0) if pending else {}
+            call_id = m.get("tool_call_id", call.get("id"))
+            if call_id is not None and not isinstance(call_id, str):
+                raise UsageError(f"message {i}: tool_call_id must be a string, got {type(call_id).__name__}")
+            out.append(Turn(role, content, call_id=call_id, name=m.get("name", call.get("name"))))
+            continue
+        out.append(Turn(role, content))
+    if alternate:
+        plain = [(j, m.role) for j, m in enumerate(out) if m.role != "tool" and m.calls is None]
+        turns = plain[1:] if plain and plain[0][1] == "system" else plain
+        for k, (j, role) in enumerate(turns):
+            want = "user" if k % 2 == 0 else "assistant"
+            if role != want:
+                raise UsageError(f"message {j}: expected a {want} message (after an optional system message, roles "
+                                 f"alternate user/assistant/user/..., tool calls and results between them), got {role}")
+    return out
 
 
 def stops(tokenizer: Any, tokenizer_spec: Any, model_name: str = "this model") -> tuple[list[int], list[str]]:

@@ -134,7 +134,15 @@ class ModelMixin:
         """The assistant's reply to `messages` (`[{"role": "user", "content": "Hi"}, ...]`) in the
         chat format of the spec's `tokenizer.chat` (zoo/chat.py), or a list of replies for a list
         of conversations. Vision-language models (Pixtral) take image items too: paths, bytes,
-        PIL images or arrays. Sampling: temperature, top_k, top_p, seed; `stop` strings."""
+        PIL images or arrays. Sampling: temperature, top_k, top_p, seed; `stop` strings.
+        `tools` (functions, zoo.tools.Tool, schema dicts; zoo.tools.python runs code in the
+        sandbox): the model's tool calls are run and their results appended until it answers,
+        at most `max_steps` rounds (zoo/tools/loop.py)."""
+        if kw.get("tools") is not None:
+            from .tools.loop import chat_with_tools
+
+            return chat_with_tools(self, messages, max_new_tokens, **kw)
+        kw.pop("tools", None)
         tok = self.spec.tokenizer
         if vlm.reads_images(self.spec.arch) or (tok is not None and tok.kind == "tekken" and tok.chat is None):
             return vlm.chat(self, messages, max_new_tokens, **kw)
