@@ -27,10 +27,11 @@ class Linear(Kind):
         if q is None:
             return []  # the backend's linear row covers it
         if q.bits == 8:
-            kernel = "int8 weights: torch._weight_int8pack_mm (CPU); dequantize + matmul elsewhere"
+            kernel = ("int8 weights: torch._weight_int8pack_mm (CPU: bf16/fp16, or float32 calls of <= 8 rows); "
+                      "dequantize + matmul otherwise")
         else:
-            kernel = (f"int4 g{q.group_size} weights: aten._weight_int4pack_mm_for_cpu (CPU, out_features % 16 == 0); "
-                      "dequantize + matmul elsewhere")
+            kernel = (f"int4 g{q.group_size} weights: aten._weight_int4pack_mm_for_cpu (CPU, out_features % 16 == 0: "
+                      "bf16/fp16, or float32 calls of <= 8 rows); dequantize + matmul otherwise")
         return [KernelRow(node.path, "linear", kernel, "quantization: weight-only, activations stay float")]
 
 
