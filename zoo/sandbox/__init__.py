@@ -235,11 +235,13 @@ def _check_limits(limits: Limits) -> None:
 
 
 def run(source: str, *, limits: Limits | None = None, files: dict[str, str | bytes] | None = None,
-        stdin: str | bytes | None = None, env: dict[str, str] | None = None, **limit_kw: float | None) -> Result:
+        stdin: str | bytes | None = None, env: dict[str, str] | None = None, site: bool = True,
+        **limit_kw: float | None) -> Result:
     """Run Python `source` as `main.py` in a fresh temporary directory under `limits` (or a
     default Limits with any field given as a keyword: `run(src, timeout=3, memory_bytes=2**28)`).
     `files` are written beside it first; `stdin` is fed to it (default: nothing, EOF at once);
-    `env` adds variables. Always returns a Result; UsageError only for bad arguments."""
+    `env` adds variables; `site=False` starts Python without site-packages (`-S`: only the
+    standard library, a third faster to start). Always returns a Result; UsageError only for bad arguments."""
     if not isinstance(source, str):
         raise UsageError(f"sandbox.run takes the program's source as a string, got {type(source).__name__}")
     lim = limits or Limits()
@@ -264,7 +266,7 @@ def run(source: str, *, limits: Limits | None = None, files: dict[str, str | byt
                      "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", **(env or {}),
                      MARKER: token}
         cfg = json.dumps({"limits": _limits_for_child(lim), "cgroup": str(cgroup) if cgroup else None})
-        return _supervise([sys.executable, "-I", "-c", _BOOT, cfg], workdir, child_env, stdin, lim, token, cgroup)
+        return _supervise([sys.executable, "-I", *([] if site else ["-S"]), "-c", _BOOT, cfg], workdir, child_env, stdin, lim, token, cgroup)
     finally:
         if cgroup is not None:
             _remove_cgroup(cgroup)
