@@ -323,3 +323,21 @@ def test_m_chat_with_tools_on_a_tiny_model(spm_path: Path, spm: SentencePieceTok
     m.__dict__.pop("generate")
     reply = m.chat([{"role": "user", "content": "hi"}], max_new_tokens=4)  # no tools: the plain path
     assert isinstance(reply, str)
+
+
+def test_a_saved_llama_3_1_folder_renders_tools_in_transformers(bpe: BPETokenizer, tmp_path: Path) -> None:
+    """zoo's tokenizer_config.json carries the official template: transformers' rendering of a
+    tool conversation from the saved folder equals zoo's."""
+    from transformers import AutoTokenizer
+
+    t = bpe.tokenizer
+    m = zoo.build("llama-3.1-8b-instruct", ["arch.dim=32", "arch.n_layers=1", "arch.attention.n_heads=4",
+                                            "arch.attention.n_kv_heads=2", "arch.ffn.hidden_dim=64",
+                                            "arch.vocab_size=512", f"tokenizer.bos_id={t.token_to_id('<|begin_of_text|>')}",
+                                            f"tokenizer.eos_id={t.token_to_id('<|eot_id|>')}"])
+    m.tokenizer = bpe
+    hf = AutoTokenizer.from_pretrained(str(m.save(tmp_path / "llama")))
+    for case, messages in sorted(CONVERSATIONS.items()):
+        out = hf.apply_chat_template(copy.deepcopy(messages), tools=SCHEMAS, tokenize=True, add_generation_prompt=True)
+        ids = list(out["input_ids"] if not isinstance(out, list) else out)
+        assert ids == render_chat(bpe, m.spec.tokenizer, messages, tools=SCHEMAS), case
