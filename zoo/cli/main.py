@@ -20,7 +20,7 @@ from ..compiler.frontend import apply_overrides
 from ..compiler.passes.sharding import plan_sharding, render_sharding
 from ..compiler.schema import json_schema
 from ..model import parse_device
-from . import btx, chat, serve, tokenizer, train, weights
+from . import btx, chat, data, serve, tokenizer, train, weights
 from . import eval as eval_cmd
 from .errors import CLIError, Parser, run_guarded
 from .options import add_spec_and_format
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the schema of a complete spec (after extends and interpolation), not of a file as written")
     p.set_defaults(func=cmd_schema)
 
-    for module in (weights, train, btx, serve, chat, tokenizer, eval_cmd):  # subcommands defined beside the code they drive
+    for module in (weights, train, btx, serve, chat, tokenizer, eval_cmd, data):  # subcommands defined beside the code they drive
         module.register(sub)
     return parser
 
