@@ -4,6 +4,14 @@
     .venv/bin/python bench/tokenizer.py --no-sweep       # the three headline rows only
     .venv/bin/python bench/tokenizer.py --out tok/       # also save the code tokenizer (tokenizer.json)
     .venv/bin/python bench/tokenizer.py --llama PATH     # add a real LLaMA tokenizer.model, if you have one
+    .venv/bin/python bench/tokenizer.py --study          # only the regex x vocabulary study (below)
+
+--study (Dagan et al.'s comparison, docs/tokenizers.md): byte-level BPEs trained with each
+pre-tokenization regex of `zoo tokenizer train` (gpt4, llama, code) at each vocabulary size
+(--study-sizes, default 1024,4096,16384), bytes/token on the held-out files; then the decode-
+speed consequence: random-weight models of tiny-code's shape at each vocabulary size, greedy
+decode tokens/s (batch 1, float32, best of 3), times each tokenizer's characters/token =
+characters of code per second.
 
 Corpus: the running interpreter's standard library (`sysconfig.get_paths()["stdlib"]`), every
 `*.py` outside site-packages/dist-packages and test folders (test, tests, idle_test). A file is
@@ -29,8 +37,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from zoo.runtime.tokenizers.bpe import (  # noqa: E402
+    DEFAULT_VOCAB_SIZE,
+    GPT4_PATTERN,
+    BPETokenizer,
+    train_code_tokenizer,
+)
+
 import zoo  # noqa: E402
-from zoo.runtime.tokenizers.bpe import DEFAULT_VOCAB_SIZE, GPT4_PATTERN, BPETokenizer, train_code_tokenizer  # noqa: E402
 
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 SWEEP = (1024, 2048, 4096, 8192, 16384, 32000)
@@ -64,6 +78,47 @@ def train_spm(lines: list[str], vocab_size: int) -> object:
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
 
 
+def study(train_texts: list[str], held_texts: list[str], sizes: list[int], new_tokens: int = 64) -> None:
+    """The regex x vocabulary table and the decode-speed consequence (see the module doc)."""
+    import torch
+
+    from zoo.tokenizer.train import REGEXES
+
+    held_bytes = sum(len(t.encode()) for t in held_texts)
+    held_chars = sum(len(t) for t in held_texts)
+    bpt: dict[tuple[str, int], float] = {}
+    cpt: dict[tuple[str, int], float] = {}
+    for regex in REGEXES:
+        for vocab in sizes:
+            tok = train_code_tokenizer([], vocab, texts=train_texts, pattern=REGEXES[regex])
+            n = sum(len(ids) for ids in tok.encode_batch(held_texts, bos=False))
+            bpt[regex, vocab], cpt[regex, vocab] = held_bytes / n, held_chars / n
+            print(f"  trained {regex} {vocab}: {held_bytes / n:.3f} bytes/token", file=sys.stderr, flush=True)
+    print("bytes/token on held-out Python, byte-level BPE per pre-tokenization regex x vocabulary size:")
+    print(f"{'regex':<8}" + "".join(f"{v:>10}" for v in sizes))
+    for regex in REGEXES:
+        print(f"{regex:<8}" + "".join(f"{bpt[regex, v]:>10.3f}" for v in sizes))
+    torch.set_num_threads(1)  # one core each: the machine is shared, and decode at this size is latency-bound
+    print(f"\ndecode speed of tiny-code-shaped models (dim 192, 8 layers incl. 4 heads, random weights, float32, "
+          f"1 thread, greedy, batch 1, {new_tokens} new tokens after 16; best of 5, the sizes interleaved):")
+    models = {v: zoo.build("tiny-code", [f"arch.vocab_size={v}"], seed=0, dtype="float32").eval() for v in sizes}
+    prompt = [[3 + i for i in range(16)]]
+    best = {v: float("inf") for v in sizes}
+    with torch.no_grad():
+        for m in models.values():
+            m.generate(prompt, max_new_tokens=8)
+        for _ in range(5):
+            for v, m in models.items():
+                t = time.perf_counter()
+                m.generate(prompt, max_new_tokens=new_tokens)
+                best[v] = min(best[v], time.perf_counter() - t)
+    print(f"{'vocab':>6} {'params':>8} {'tokens/s':>9} | " + " ".join(f"{r + ' chars/s':>14}" for r in REGEXES))
+    for v, m in models.items():
+        tps = new_tokens / best[v]
+        params = sum(p.numel() for p in m.parameters())
+        print(f"{v:>6} {params / 1e6:>7.2f}M {tps:>9.0f} | " + " ".join(f"{tps * cpt[r, v]:>14,.0f}" for r in REGEXES))
+
+
 def shape_params(vocab_size: int) -> dict[str, tuple[int, int]]:
     """Per shape: (total parameters, embedding + output parameters), untied as in LLaMA."""
     out = {}
@@ -81,6 +136,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="save the trained code tokenizer into this folder")
     ap.add_argument("--llama", default=None, help="a real LLaMA tokenizer.model to add as a row")
     ap.add_argument("--no-sweep", action="store_true", help="skip the vocabulary-size sweep")
+    ap.add_argument("--study", action="store_true", help="only the regex x vocabulary study with decode speed")
+    ap.add_argument("--study-sizes", default="1024,4096,16384", help="vocabulary sizes of --study")
     args = ap.parse_args()
     start = time.perf_counter()
 
@@ -90,6 +147,10 @@ def main() -> None:
     held_bytes = sum(len(t.encode()) for t in held_texts)
     print(f"corpus: {root}  train {len(train_files)} files {sum(len(t.encode()) for t in train_texts) / 1e6:.1f} MB, "
           f"held out {len(held_files)} files {held_bytes / 1e6:.2f} MB (sha256(path) % 10 == 0)")
+    if args.study:
+        study(train_texts, held_texts, [int(v) for v in args.study_sizes.split(",")])
+        print(f"\n({time.perf_counter() - start:.0f} s)")
+        return
     print("note: the real LLaMA tokenizer.model is not downloadable here (no internet); the LLaMA rows are "
           "SentencePiece BPE trained the LLaMA way on the same files\n")
 

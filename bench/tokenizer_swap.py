@@ -38,7 +38,11 @@ def encode(tok, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
 def finetune(model, ids: np.ndarray, steps: int, seq_len: int, batch: int, lr: float):  # type: ignore[no-untyped-def]
     data = TokenStream(ids, seq_len, batch, seed=0)
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 10), log_every=0, bf16=False)
-    Trainer(model, data, cfg).fit(progress=False)
+    trainer = Trainer(model, data, cfg)
+    for i in range(steps):
+        s = trainer.train_step()
+        if i % 10 == 0 or i == steps - 1:
+            print(f"#   step {i + 1}/{steps}: loss {s.loss:.3f} ({s.seconds:.1f} s)", flush=True)
     return model
 
 
@@ -51,6 +55,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--eval-tokens", type=int, default=16384)
+    ap.add_argument("--finetune-control", action="store_true",
+                    help="also finetune the unswapped model (on its own tokens) as a control")
     args = ap.parse_args()
 
     train_files, held_files = split_corpus()
@@ -75,7 +81,7 @@ def main() -> None:
     for name, m in models.items():
         before = held_out_loss(m, held, seq_len=args.seq_len, max_tokens=args.eval_tokens)
         after = None
-        if args.steps:
+        if args.steps and (m is not base or args.finetune_control):
             t0 = time.perf_counter()
             finetune(m, ids[id(m.tokenizer)], args.steps, args.seq_len, args.batch, args.lr)
             after = held_out_loss(m, held, seq_len=args.seq_len, max_tokens=args.eval_tokens)
