@@ -60,8 +60,9 @@ def test_torchrun_tp2_prints_what_one_process_prints(folder: Path, flags: list[s
 @pytest.mark.distributed
 def test_unseeded_sampling_agrees_across_ranks(folder: Path) -> None:
     """No --seed: rank 0's fresh seed is broadcast (ranks sampling apart would stop apart and hang)."""
-    out = zoo_cli(str(folder), "x = ", "--max-new-tokens", "16", "--temperature", "1.5", "--tp", "2", ranks=2)
-    assert out.startswith("x = ") and out.count("\n") == 1
+    prompt = "marker_7731 = "  # printed once: by rank 0 alone (the sample itself may hold newlines)
+    out = zoo_cli(str(folder), prompt, "--max-new-tokens", "16", "--temperature", "1.5", "--tp", "2", ranks=2)
+    assert out.startswith(prompt) and out.count(prompt) == 1 and len(out) > len(prompt) + 1
 
 
 def test_tp_without_torchrun_says_how_to_launch(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
