@@ -28,7 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from zoo.data import KINDS, corrupt, embed_corpus, scip_prune  # noqa: E402
+from zoo.data import KINDS, cluster, corrupt, embed_corpus, scip_prune  # noqa: E402
+from zoo.data.prune import normalize  # noqa: E402
 from zoo.recipes.tiny_code import split_corpus  # noqa: E402
 
 
@@ -67,6 +68,9 @@ def main() -> None:
         (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
         (corpus / rel).write_text(text, encoding="utf-8")
         label[rel] = kind
+        if kind != "clean":  # its clean original, for the paired analysis
+            (root / "originals").mkdir(parents=True, exist_ok=True)
+            (root / "originals" / rel).write_text(f.read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
     model = zoo.load("tiny-code", dtype="float32")
     t0 = time.perf_counter()
     emb = embed_corpus(model, corpus, sorted(corpus.glob("*.py")), root / "emb", batch_size=args.batch_size,
@@ -97,6 +101,36 @@ def main() -> None:
             continue
         print(f"| {name} | {int(m.sum())} | {in_small[m].mean():.1%} | {c.distance[m].mean():.4f} | "
               f"{far[m].mean():.1%} | {pruned[m].mean():.1%} |")
+
+    # paired: k-means on the all-clean corpus; each corrupted file against its own clean original
+    orig = embed_corpus(model, root / "originals", sorted((root / "originals").glob("*.py")), root / "emb-orig",
+                        batch_size=args.batch_size, max_tokens=args.max_tokens, progress=False)
+    row = {f: i for i, f in enumerate(emb.files)}
+    clean = np.array(emb.vectors)
+    for i, f in enumerate(orig.files):
+        clean[row[f]] = orig.vectors[i]
+    cc = cluster(clean, args.clusters, seed=args.seed)
+    sizes = np.bincount(cc.labels, minlength=args.clusters)
+    bad = normalize(np.asarray(emb.vectors))
+    sims = bad @ cc.centroids.T
+    near = sims.argmax(1)
+    d_bad = 1.0 - sims.max(1)
+    print(f"\n# paired: k-means (k={args.clusters}) on the corpus with every file clean; each corrupted file "
+          "assigned to its nearest centroid and compared with its own clean original\n")
+    print("| corruption | n | farther from its centroid than the original | mean change in cosine distance | "
+          "in a smaller cluster than the original | in a larger one |")
+    print("|---|---:|---:|---:|---:|---:|")
+    idx = np.array([row[f] for f in orig.files])
+    for name in ["all kinds"] + list(KINDS):
+        sel = idx if name == "all kinds" else idx[kinds[idx] == name]
+        if len(sel) == 0:
+            continue
+        farther = d_bad[sel] > cc.distance[sel]
+        delta = d_bad[sel] - cc.distance[sel]
+        smaller = sizes[near[sel]] < sizes[cc.labels[sel]]
+        larger = sizes[near[sel]] > sizes[cc.labels[sel]]
+        print(f"| {name} | {len(sel)} | {farther.mean():.1%} | {delta.mean():+.4f} | {smaller.mean():.1%} | "
+              f"{larger.mean():.1%} |")
 
 
 if __name__ == "__main__":

@@ -147,3 +147,23 @@ def test_errors_are_typed(tmp_path, capsys, new_tok):
     m = zoo.build("llama-2-7b", UNTIED + ["arch.vocab_size=400"], init="meta")
     with pytest.raises(zoo.UsageError if hasattr(zoo, "UsageError") else Exception, match="no tokenizer"):
         swap_tokenizer(m, new_tok)
+
+
+def test_sentencepiece_to_bpe_maps_specials_by_role(tmp_path):
+    """A LLaMA-style SentencePiece model moved to a byte-level BPE: <s>/</s> are found by role
+    (1->0, 2->1: the pieces are the same, the ids differ), '▁return' and 'Ġreturn' are the same
+    bytes and share a row."""
+    from zoo.runtime.tokenizers import SentencePieceTokenizer
+
+    from tests.zoo.weights_fixtures import train_tokenizer as train_spm
+
+    old = SentencePieceTokenizer.from_file(train_spm(tmp_path / "spm"))
+    m = zoo.build("llama-2-7b", UNTIED[:5] + [f"arch.vocab_size={old.vocab_size}"], tokenizer=old, seed=0)
+    new = train_tokenizer(FILES[:5], 300, "gpt4")
+    out, report = swap_tokenizer(m, new)
+    assert report.roles == {"bos": (1, 0), "eos": (2, 1)}
+    assert (out.spec.tokenizer.kind, out.spec.tokenizer.bos_id, out.spec.tokenizer.eos_id) == ("bpe", 0, 1)
+    for name in ("embed.weight", "output.weight"):
+        w_old, w_new = m.state_dict()[name], out.state_dict()[name]
+        assert torch.equal(w_new[0], w_old[1]) and torch.equal(w_new[1], w_old[2])
+        assert torch.equal(w_new[new.piece_to_id("Ġreturn")], w_old[old.piece_to_id("▁return")])

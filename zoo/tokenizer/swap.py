@@ -274,8 +274,9 @@ def swap_tokenizer(model: Any, tokenizer: Any, init: str = "fvt", seed: int = 0)
     old_roles = {r: int(getattr(old, f"{r}_id", -1)) for r in ROLES}
     old_roles.update({r: int(v) for r, v in spec_roles.items() if v is not None})
     sources = fvt_sources(old, tokenizer, old_roles, report)
+    specials = special_ids(tokenizer)
     keep = {j for j, s in enumerate(sources) if len(s) == 1 and (
-        j in special_ids(tokenizer) or token_bytes(tokenizer, j) == token_bytes(old, s[0]))}
+        j in specials or token_bytes(tokenizer, j) == token_bytes(old, s[0]))}
     if init == "random":
         report.random, report.fvt = report.fvt, 0
     the_spec = new_spec(spec, old, tokenizer, report)
