@@ -113,13 +113,13 @@ def run_tiny_code(n_seqs: int, length: int) -> str:
     return text
 
 
-def run_llama(n_seqs: int, length: int) -> str:
+def run_llama(n_seqs: int, length: int, std: float = 0.08) -> str:
     m = zoo.build("llama-2-7b", LLAMA_134M, seed=0).eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in m.parameters():
             if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.08)
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
     prompts = torch.randint(0, 32000, (n_seqs, 4), generator=gen).tolist()
     out = m.generate(prompts, max_new_tokens=length - 4, temperature=1.0, seed=0)
     seqs = torch.tensor([p + o for p, o in zip(prompts, out)])
@@ -131,7 +131,7 @@ def run_llama(n_seqs: int, length: int) -> str:
         kl, top1 = agreement(m, q, seqs)
         rows.append([name, f"{loss:.4f}", f"{100 * (loss - base) / base:+.2f} %", f"{kl:.5f}", f"{100 * top1:.1f} %"])
         del q
-    text = f"random-weight Llama {m.num_parameters / 1e6:.0f}M (weights N(0, 0.08)), on {n_seqs} x {length} tokens it " \
+    text = f"random-weight Llama {m.num_parameters / 1e6:.0f}M (weights N(0, {std})), on {n_seqs} x {length} tokens it " \
            "sampled itself (temperature 1)\n\n"
     return text + table(rows, ["weights", "loss", "vs float32", "KL(float‖q)", "top-1 agrees"])
 
@@ -140,14 +140,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer tokens")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--std", type=float, default=0.08, help="the random Llama's weight std (0.02: zoo's init)")
+    ap.add_argument("--only", choices=["tiny-code", "llama"], default=None, help="one of the two tables")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     n, length = (4, 256) if args.quick else (16, 512)
     print(f"CPU: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print(run_tiny_code(n, length))
-    print()
-    print(run_llama(n // 2, length // 2))
+    if args.only != "llama":
+        print(run_tiny_code(n, length), flush=True)
+        print()
+    if args.only != "tiny-code":
+        print(run_llama(n // 2, length // 2, args.std), flush=True)
     return 0
 
 
