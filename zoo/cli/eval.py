@@ -46,7 +46,7 @@ def cmd_score_cruxeval(args: argparse.Namespace) -> int:
         generations = {s["id"]: generations[s["id"]] for s in samples if s["id"] in generations}
     result = cruxeval.score(generations, samples, args.task, workers=args.workers, progress="scoring")
     out = Path(args.out) if args.out else Path(args.generations).with_name(f"scored_{args.task}.json")
-    cruxeval._write_json(out, result)
+    cruxeval.write_json(out, result)
     print(f"pass@1: {result['pass_at_1']:.2f}  pass@5: {result.get('pass_at_5', float('nan')):.2f}  "
           f"({len(samples)} samples, {args.task} prediction) -> {out}")
     return 0

@@ -205,18 +205,18 @@ def evaluate_model(model: Any, samples: Sequence[dict[str, str]], task: str, out
                        progress="generating" if progress else False)
     gen_seconds = time.monotonic() - start
     generations = {k: [postprocess(g, task, cot=cot) for g in v] for k, v in raw.items()}
-    _write_json(out / "generations.json", generations)
+    write_json(out / "generations.json", generations)
     scored = score(generations, samples, task, workers=workers, progress="scoring" if progress else False)
-    _write_json(out / "scored.json", scored)
+    write_json(out / "scored.json", scored)
     summary = {"benchmark": "cruxeval", "task": task + ("+cot" if cot else ""), "model": model_name,
                "samples": len(samples), "n": n, "temperature": temperature, "top_p": top_p,
                "pass@1": scored.get("pass_at_1"), "pass@5": scored.get("pass_at_5"),
                "generation_s": round(gen_seconds, 2)}
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
