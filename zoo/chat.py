@@ -146,7 +146,7 @@ def _trim(text: str, how: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------------- rendering
-def _token_id(tokenizer: Any, name: str) -> int:
+def special_token_id(tokenizer: Any, name: str) -> int:
     """The id of a special token by its text, whatever the tokenizer kind."""
     if hasattr(tokenizer, "special_id"):  # Tekken
         return int(tokenizer.special_id(name))
@@ -184,7 +184,7 @@ class _Builder:
             if value is not None:
                 self.ids.append(int(value))
         else:
-            self.ids.append(_token_id(self.tok, name.removeprefix("special:")))
+            self.ids.append(special_token_id(self.tok, name.removeprefix("special:")))
             self.after_special = self.continue_after_special
 
     def emit(self, pattern: str, **values: str) -> None:
@@ -398,7 +398,7 @@ def stops(tokenizer: Any, tokenizer_spec: Any, model_name: str = "this model") -
             found = [int(value)] if value is not None else []
         elif m and m.group(1).startswith("special:"):
             try:
-                found = [_token_id(tokenizer, m.group(1).removeprefix("special:"))]
+                found = [special_token_id(tokenizer, m.group(1).removeprefix("special:"))]
             except UsageError:
                 found, strings = [], strings + [m.group(1).removeprefix("special:")]
         else:

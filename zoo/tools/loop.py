@@ -19,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chat import _token_id, chat_spec, load_template, render_chat, stops, tool_format
+from ..chat import (
+    chat_spec,
+    load_template,
+    render_chat,
+    special_token_id,
+    stops,
+    tool_format,
+)
 from ..runtime.errors import UsageError, ZooError
 from ..textstream import truncate_at_stop
 from .formats import new_call_id
@@ -88,7 +95,7 @@ def run(model: Any, messages: Sequence[Mapping[str, Any]], tools: Sequence[Any],
         registry[tool.name] = tool
     schemas = [t.schema for t in registry.values()]
     stop_ids, stop_strings = stops(tok, spec, name)
-    call_token = _token_id(tok, fmt["call_token"]) if fmt.get("call_token") else None
+    call_token = special_token_id(tok, fmt["call_token"]) if fmt.get("call_token") else None
     history = [dict(m) for m in messages]
     steps = 0
     while True:
