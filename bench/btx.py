@@ -27,7 +27,8 @@ S0 + 3*S1. Wall times add stages as run here (one after another); `wall_parallel
 experts as trained side by side (the method's point). FLOPs ~ 3 x forward FLOPs per token
 (`zoo` accounting, active parameters only) x tokens.
 
-Writes OUT/results.json and OUT/losses.svg (grouped bars, drawn by hand: no matplotlib here).
+Writes OUT/results.json; `--plot PATH` also draws the losses as grouped bars with matplotlib
+(the `docs` extra), and `--from-json OUT/results.json --plot PATH` redraws them without training.
 
 Cost of the full preset (dim 128, 4 layers, vocab 2048, 8 x 256 tokens per step; 600 seed, 3 x 600
 expert, 600 finetune steps; 2400 upcycle and 2400 dense steps): a probe on this 2-core machine
@@ -56,8 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from zoo.recipes.btx import Ensemble, branch, mix  # noqa: E402
-from zoo.train import TrainConfig, Trainer  # noqa: E402
-from zoo.train import TokenStream  # noqa: E402
+from zoo.train import TokenStream, TrainConfig, Trainer  # noqa: E402
 
 DOMAINS = ("python", "c", "english")
 
@@ -237,38 +237,38 @@ def held_out_loss(model: Any, held: np.ndarray, cfg: Config) -> float:
 COLORS = {"python": "#3b7dd8", "c": "#d8793b", "english": "#4fa35a"}
 
 
-def write_svg(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Grouped bars: held-out loss per domain for every method."""
-    w, h, left, top, bottom = 960, 420, 60, 40, 90
-    losses = [r["loss"][d] for r in rows for d in DOMAINS]
-    lo, hi = min(losses) * 0.95, max(losses) * 1.02
-    plot_w, plot_h = w - left - 20, h - top - bottom
-    group = plot_w / len(rows)
-    bar = group * 0.8 / len(DOMAINS)
-    y = lambda v: top + plot_h * (1 - (v - lo) / (hi - lo))  # noqa: E731
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
-              f'font-size="11"><rect width="100%" height="100%" fill="white"/>'),
-             f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
-    for k in range(6):
-        v = lo + (hi - lo) * k / 5
-        parts.append(f'<line x1="{left}" x2="{w - 20}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
-                     f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
-    for i, r in enumerate(rows):
-        x0 = left + i * group + group * 0.1
-        for j, d in enumerate(DOMAINS):
-            v = r["loss"][d]
-            parts.append(f'<rect x="{x0 + j * bar:.1f}" y="{y(v):.1f}" width="{bar - 1:.1f}" '
-                         f'height="{top + plot_h - y(v):.1f}" fill="{COLORS[d]}"><title>{r["method"]} {d}: '
-                         f'{v:.3f}</title></rect>')
-        cx = left + (i + 0.5) * group
-        parts.append(f'<text x="{cx:.1f}" y="{top + plot_h + 14}" text-anchor="end" '
-                     f'transform="rotate(-30 {cx:.1f} {top + plot_h + 14})">{r["method"]}</text>')
+def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, note: str = "") -> None:
+    """Grouped bars: held-out loss per domain for every method, drawn with matplotlib (the
+    `docs` extra), imported here so that running the benchmark does not need it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.4), dpi=110)
+    width = 0.8 / len(DOMAINS)
     for j, d in enumerate(DOMAINS):
-        parts.append(f'<rect x="{left + 10 + j * 90}" y="{h - 18}" width="10" height="10" fill="{COLORS[d]}"/>'
-                     f'<text x="{left + 24 + j * 90}" y="{h - 9}">{d}</text>')
-    parts.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
-                 f'text-anchor="middle">held-out loss (nats/token)</text></svg>')
-    path.write_text("\n".join(parts) + "\n")
+        ax.bar([i + (j - (len(DOMAINS) - 1) / 2) * width for i in range(len(rows))],
+               [r["loss"][d] for r in rows], width, label=d, color=COLORS[d])
+    ax.plot(range(len(rows)), [r["mean"] for r in rows], "k_", markersize=18, label="mean")
+    losses = [r["loss"][d] for r in rows for d in DOMAINS]
+    ax.set_ylim(min(losses) * 0.9, max(losses) * 1.1)
+    ax.set_xticks(range(len(rows)), [r["method"] for r in rows], rotation=25, ha="right")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="y", color="#dddddd")
+    ax.set_axisbelow(True)
+    ax.legend(ncol=4, fontsize=9, loc="upper left")
+    if note:
+        ax.text(0.99, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#555555")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_title(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    return (f"BTX at small scale: held-out loss per domain (dim {cfg['dim']}, {cfg['n_layers']} layers, "
+            f"{max(r['tokens'] for r in rows):,} tokens)")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -356,14 +356,15 @@ def run(cfg: Config, out: Path, data: Path, threads: int, dense: bool = True,
               "rows": rows, "total_seconds": time.perf_counter() - t0}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_svg(rows, out / "losses.svg", f"BTX at small scale: held-out loss per domain "
-                                        f"(dim {cfg.dim}, {cfg.n_layers} layers, {rows[-1]['tokens']:,} tokens)")
     return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="folder for checkpoints, results.json and losses.svg")
+    ap.add_argument("--out", type=Path, default=None, help="folder for checkpoints and results.json")
+    ap.add_argument("--plot", type=Path, default=None, help="draw the held-out losses into this PNG (matplotlib)")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="redraw --plot from a results.json of an earlier run instead of training")
     ap.add_argument("--data", type=Path, default=None, help="token cache (default: OUT/data)")
     ap.add_argument("--quick", action="store_true", help="a tiny configuration that runs in under 2 minutes")
     ap.add_argument("--threads", type=int, default=1)
@@ -371,13 +372,25 @@ def main() -> int:
     for name in ("seed_steps", "expert_steps", "ft_steps", "dim", "n_layers", "seq", "batch"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help="override the preset")
     args = ap.parse_args()
+    if args.from_json:
+        if not args.plot:
+            ap.error("--from-json needs --plot")
+        saved = json.loads(args.from_json.read_text())
+        plot_losses(saved["rows"], args.plot, plot_title(saved["config"], saved["rows"]))
+        print(f"wrote {args.plot}")
+        return 0
+    if args.out is None:
+        ap.error("--out is required (unless --from-json)")
     cfg = QUICK if args.quick else FULL
     cfg = Config(**{**asdict(cfg), **{k: v for k, v in vars(args).items() if k in asdict(cfg) and v is not None}})
     result = run(cfg, args.out, args.data or args.out / "data", args.threads, dense=not args.no_dense)
     print()
     print(table(result["rows"]))
     print(f"\naccounting: {json.dumps(result['accounting'])}")
-    print(f"total {result['total_seconds']:.1f}s; wrote {args.out / 'results.json'} and {args.out / 'losses.svg'}")
+    print(f"total {result['total_seconds']:.1f}s; wrote {args.out / 'results.json'}")
+    if args.plot:
+        plot_losses(result["rows"], args.plot, plot_title(result["config"], result["rows"]))
+        print(f"wrote {args.plot}")
     return 0
 
 

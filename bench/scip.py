@@ -3,6 +3,8 @@ Python files land in smaller clusters and farther from their centroids than clea
 
     .venv/bin/python bench/scip.py                 # stdlib training split, tiny-code embeddings
     .venv/bin/python bench/scip.py --fraction 0.3 --rate 0.1 --clusters 20
+    .venv/bin/python bench/scip.py --json r.json --plot r.png             # figures saved and drawn
+    .venv/bin/python bench/scip.py --from-json r.json --plot r.png        # redrawn, nothing run
 
 Corpus: the standard library's training split (zoo.recipes.tiny_code.split_corpus). A seeded
 `--fraction` of the files is replaced by a corrupted version (one corruption kind per file,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import random
 import sys
 import tempfile
@@ -33,6 +36,42 @@ from zoo.data.prune import normalize  # noqa: E402
 from zoo.recipes.tiny_code import split_corpus  # noqa: E402
 
 
+def plot_scip(result: dict, path: Path, note: str = "") -> None:
+    """The two tables main prints: per group, the shares in the smallest clusters, among the
+    farthest and removed by SCIP (unpaired); per corruption, the share farther from its centroid
+    than its own clean original (paired). matplotlib (the `docs` extra) is imported here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    un, pa = result["unpaired"], result["paired"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
+    cols = (("in_small", "in the smallest clusters (10% of files)"), ("far", "among the 10% farthest"),
+            ("pruned", f"removed by SCIP at {result['prune']:.0%}"))
+    for j, (key, label) in enumerate(cols):
+        left.barh([i + (j - 1) * 0.27 for i in range(len(un))], [100 * r[key] for r in un], 0.27, label=label)
+    left.set_yticks(range(len(un)), [f"{r['name']} (n={r['n']})" for r in un])
+    left.invert_yaxis()
+    left.set(xlabel="% of the group", title="unpaired: where each group lands")
+    left.legend(fontsize=8, loc="lower right")
+    right.barh(range(len(pa)), [100 * r["farther"] for r in pa], 0.6, color="#8c6bb1")
+    right.axvline(50, color="#555555", linestyle="--", linewidth=1)
+    right.set_yticks(range(len(pa)), [f"{r['name']} (n={r['n']})" for r in pa])
+    right.invert_yaxis()
+    right.set(xlabel="% farther from its centroid than its clean original", xlim=(0, 100),
+              title="paired: does a corrupted file move?")
+    for ax in (left, right):
+        ax.grid(axis="x", color="#dddddd")
+        ax.set_axisbelow(True)
+    if note:
+        fig.text(0.5, -0.02, note, ha="center", va="top", fontsize=8, color="#555555")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fraction", type=float, default=0.25, help="share of files corrupted")
@@ -44,7 +83,17 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N files (a quick run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="keep the corpus and embeddings here (default: a temp folder)")
+    ap.add_argument("--plot", type=Path, default=None, help="draw both tables into this PNG (matplotlib)")
+    ap.add_argument("--json", type=Path, default=None, help="save both tables' figures to this JSON file")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="redraw --plot from a --json file of an earlier run instead of running")
     args = ap.parse_args()
+    if args.from_json:
+        if not args.plot:
+            ap.error("--from-json needs --plot")
+        plot_scip(json.loads(args.from_json.read_text()), args.plot)
+        print(f"wrote {args.plot}")
+        return
 
     train, _ = split_corpus()
     train = train[:args.limit] if args.limit else train
@@ -94,6 +143,7 @@ def main() -> None:
     print("| files | n | in smallest clusters (10% of files) | mean cosine distance to centroid | "
           f"among the 10% farthest | removed by SCIP at {args.prune:.0%} |")
     print("|---|---:|---:|---:|---:|---:|")
+    result: dict = {"prune": args.prune, "rate": args.rate, "clusters": args.clusters, "unpaired": [], "paired": []}
     groups = [("clean", kinds == "clean"), ("corrupted (all kinds)", kinds != "clean")]
     groups += [(f"  {k}", kinds == k) for k in KINDS]
     for name, m in groups:
@@ -101,6 +151,9 @@ def main() -> None:
             continue
         print(f"| {name} | {int(m.sum())} | {in_small[m].mean():.1%} | {c.distance[m].mean():.4f} | "
               f"{far[m].mean():.1%} | {pruned[m].mean():.1%} |")
+        result["unpaired"].append({"name": name.strip(), "n": int(m.sum()), "in_small": float(in_small[m].mean()),
+                                   "distance": float(c.distance[m].mean()), "far": float(far[m].mean()),
+                                   "pruned": float(pruned[m].mean())})
 
     # paired: k-means on the all-clean corpus; each corrupted file against its own clean original
     orig = embed_corpus(model, root / "originals", sorted((root / "originals").glob("*.py")), root / "emb-orig",
@@ -131,6 +184,14 @@ def main() -> None:
         larger = sizes[near[sel]] > sizes[cc.labels[sel]]
         print(f"| {name} | {len(sel)} | {farther.mean():.1%} | {delta.mean():+.4f} | {smaller.mean():.1%} | "
               f"{larger.mean():.1%} |")
+        result["paired"].append({"name": name, "n": len(sel), "farther": float(farther.mean()),
+                                 "delta": float(delta.mean()), "smaller": float(smaller.mean()),
+                                 "larger": float(larger.mean())})
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot_scip(result, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     .venv/bin/python bench/tokenizer.py --out tok/       # also save the code tokenizer (tokenizer.json)
     .venv/bin/python bench/tokenizer.py --llama PATH     # add a real LLaMA tokenizer.model, if you have one
     .venv/bin/python bench/tokenizer.py --study          # only the regex x vocabulary study (below)
+    .venv/bin/python bench/tokenizer.py --study --json s.json --plot s.png   # ... saved and drawn
+    .venv/bin/python bench/tokenizer.py --from-json s.json --plot s.png      # redrawn, nothing measured
 
 --study (Dagan et al.'s comparison, docs/tokenizers.md): byte-level BPEs trained with each
 pre-tokenization regex of `zoo tokenizer train` (gpt4, llama, code) at each vocabulary size
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import sys
 import sysconfig
 import time
@@ -78,8 +81,9 @@ def train_spm(lines: list[str], vocab_size: int) -> object:
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
 
 
-def study(train_texts: list[str], held_texts: list[str], sizes: list[int], new_tokens: int = 64) -> None:
-    """The regex x vocabulary table and the decode-speed consequence (see the module doc)."""
+def study(train_texts: list[str], held_texts: list[str], sizes: list[int], new_tokens: int = 64) -> dict:
+    """The regex x vocabulary table and the decode-speed consequence (see the module doc); returns
+    the figures as the dict `plot_study` draws (and --json saves)."""
     import torch
 
     from zoo.tokenizer.train import REGEXES
@@ -113,10 +117,50 @@ def study(train_texts: list[str], held_texts: list[str], sizes: list[int], new_t
                 m.generate(prompt, max_new_tokens=new_tokens)
                 best[v] = min(best[v], time.perf_counter() - t)
     print(f"{'vocab':>6} {'params':>8} {'tokens/s':>9} | " + " ".join(f"{r + ' chars/s':>14}" for r in REGEXES))
+    result: dict = {"sizes": sizes, "bytes_per_token": {r: [bpt[r, v] for v in sizes] for r in REGEXES},
+                    "params": [], "tokens_per_s": [], "chars_per_s": {r: [] for r in REGEXES}}
     for v, m in models.items():
         tps = new_tokens / best[v]
         params = sum(p.numel() for p in m.parameters())
         print(f"{v:>6} {params / 1e6:>7.2f}M {tps:>9.0f} | " + " ".join(f"{tps * cpt[r, v]:>14,.0f}" for r in REGEXES))
+        result["params"].append(params)
+        result["tokens_per_s"].append(tps)
+        for r in REGEXES:
+            result["chars_per_s"][r].append(tps * cpt[r, v])
+    return result
+
+
+def plot_study(result: dict, path: Path, note: str = "") -> None:
+    """--study's two tables as two panels: bytes/token per regex against vocabulary size, and
+    characters/s of the tiny-code-shaped decoders. matplotlib (the `docs` extra) is imported here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = result["sizes"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for regex, values in result["bytes_per_token"].items():
+        left.plot(sizes, values, marker="o", label=regex)
+    left.set(xscale="log", xlabel="vocabulary size", ylabel="held-out bytes / token (higher is better)",
+             title="compression per pre-tokenization regex")
+    left.set_xticks(sizes, [str(v) for v in sizes])
+    left.minorticks_off()
+    width = 0.8 / len(result["chars_per_s"])
+    for j, (regex, values) in enumerate(result["chars_per_s"].items()):
+        right.bar([i + (j - (len(result["chars_per_s"]) - 1) / 2) * width for i in range(len(sizes))], values,
+                  width, label=regex)
+    right.set_xticks(range(len(sizes)), [f"{v}\n{t:.0f} tok/s" for v, t in zip(sizes, result["tokens_per_s"])])
+    right.set(xlabel="vocabulary size", ylabel="characters of code / s", title="decode speed, tiny-code shape")
+    for ax in (left, right):
+        ax.grid(axis="y", color="#dddddd")
+        ax.set_axisbelow(True)
+        ax.legend(fontsize=9)
+    if note:
+        fig.text(0.5, -0.1, note, ha="center", va="top", fontsize=8, color="#555555")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
 
 
 def shape_params(vocab_size: int) -> dict[str, tuple[int, int]]:
@@ -138,7 +182,17 @@ def main() -> None:
     ap.add_argument("--no-sweep", action="store_true", help="skip the vocabulary-size sweep")
     ap.add_argument("--study", action="store_true", help="only the regex x vocabulary study with decode speed")
     ap.add_argument("--study-sizes", default="1024,4096,16384", help="vocabulary sizes of --study")
+    ap.add_argument("--plot", type=Path, default=None, help="--study: draw its tables into this PNG (matplotlib)")
+    ap.add_argument("--json", type=Path, default=None, help="--study: save its figures to this JSON file")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="redraw --plot from a --json file of an earlier --study run instead of measuring")
     args = ap.parse_args()
+    if args.from_json:
+        if not args.plot:
+            ap.error("--from-json needs --plot")
+        plot_study(json.loads(args.from_json.read_text()), args.plot)
+        print(f"wrote {args.plot}")
+        return
     start = time.perf_counter()
 
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -148,7 +202,12 @@ def main() -> None:
     print(f"corpus: {root}  train {len(train_files)} files {sum(len(t.encode()) for t in train_texts) / 1e6:.1f} MB, "
           f"held out {len(held_files)} files {held_bytes / 1e6:.2f} MB (sha256(path) % 10 == 0)")
     if args.study:
-        study(train_texts, held_texts, [int(v) for v in args.study_sizes.split(",")])
+        result = study(train_texts, held_texts, [int(v) for v in args.study_sizes.split(",")])
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        if args.plot:
+            plot_study(result, args.plot)
+            print(f"wrote {args.plot}")
         print(f"\n({time.perf_counter() - start:.0f} s)")
         return
     print("note: the real LLaMA tokenizer.model is not downloadable here (no internet); the LLaMA rows are "

@@ -3,6 +3,8 @@ after the swap and after a short finetune (docs/tokenizers.md).
 
     .venv/bin/python bench/tokenizer_swap.py                     # default: 150 finetune steps
     .venv/bin/python bench/tokenizer_swap.py --steps 0           # the swap only (seconds)
+    .venv/bin/python bench/tokenizer_swap.py --json r.json --plot r.png   # figures saved and drawn
+    .venv/bin/python bench/tokenizer_swap.py --from-json r.json --plot r.png   # redrawn, nothing run
 
 The new tokenizer is a byte-level BPE with GPT-4's pre-tokenization regex (tiny-code's own uses
 zoo's code regex), trained on the same training files as tiny-code (the standard library split
@@ -15,6 +17,7 @@ each in its own tokenizer.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +49,36 @@ def finetune(model, ids: np.ndarray, steps: int, seq_len: int, batch: int, lr: f
     return model
 
 
+def plot_swap(result: dict, path: Path, note: str = "") -> None:
+    """Held-out bits/byte right after the swap and after the finetune, per model (the table
+    main prints). matplotlib (the `docs` extra) is imported here."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    for j, (key, label) in enumerate((("before", "right after the swap"),
+                                      ("after", f"after {result['steps']} finetune steps"))):
+        xs = [i + (j - 0.5) * 0.38 for i, r in enumerate(rows) if r[key] is not None]
+        vals = [r[key] for r in rows if r[key] is not None]
+        bars = ax.bar(xs, vals, 0.38, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows])
+    ax.set_ylabel("held-out bits / byte (lower is better)")
+    ax.set_title(f"switching tiny-code's tokenizer: FVT vs random new rows ({result['tokens']:,} finetune tokens)",
+                 fontsize=10)
+    ax.grid(axis="y", color="#dddddd")
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=9, loc="upper left")
+    if note:
+        fig.text(0.5, -0.02, note, ha="center", va="top", fontsize=8, color="#555555")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vocab", type=int, default=4096, help="the new tokenizer's size")
@@ -57,7 +90,17 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=16384)
     ap.add_argument("--finetune-control", action="store_true",
                     help="also finetune the unswapped model (on its own tokens) as a control")
+    ap.add_argument("--plot", type=Path, default=None, help="draw the table into this PNG (matplotlib)")
+    ap.add_argument("--json", type=Path, default=None, help="save the table's figures to this JSON file")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="redraw --plot from a --json file of an earlier run instead of running")
     args = ap.parse_args()
+    if args.from_json:
+        if not args.plot:
+            ap.error("--from-json needs --plot")
+        plot_swap(json.loads(args.from_json.read_text()), args.plot)
+        print(f"wrote {args.plot}")
+        return
 
     train_files, held_files = split_corpus()
     held = read_texts(held_files)
@@ -93,6 +136,14 @@ def main() -> None:
     for name, before, after in rows:
         print(f"| {name} | {before.bits_per_byte:.3f} | {after.bits_per_byte:.3f} |" if after else
               f"| {name} | {before.bits_per_byte:.3f} | - |")
+    result = {"steps": args.steps, "tokens": tokens,
+              "rows": [{"name": n, "before": b.bits_per_byte, "after": a.bits_per_byte if a else None}
+                       for n, b, a in rows]}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        plot_swap(result, args.plot)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
