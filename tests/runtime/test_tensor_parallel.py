@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from zoo.compiler.errors import UsageError
 from zoo.compiler.frontend import SpecResolver, spec_from_text
 
 import zoo
+from tests.spawned import spawn_ranks
 from zoo.catalog import specs_root
 
 SPEC = """
@@ -46,6 +46,7 @@ CASES = {"llama-hf-layout": (SPEC, None, None), "llama-canonical": (SPEC, "canon
          "code-llama": (CODE, None, None), "mixtral-moe": (MOE, None, None),
          "moe-shared-expert": (SHARED, "canonical", "eager"), "multi-token": (MTP, None, None)}
 PROMPT = [[1, 5, 9, 33, 60, 2, 17]]
+LIMIT_S = 120  # 2 ranks loading and generating; CI has 2 cores
 
 
 def spec(text: str = SPEC):
@@ -109,7 +110,8 @@ def test_tp2_equals_one_process(tmp_path: Path, case: str) -> None:
         ref_tokens = greedy(m, torch.tensor(PROMPT), 8)
         ref_sampled = m.generate(PROMPT * 2, max_new_tokens=8, temperature=0.9, top_p=0.95, seed=3)
     out = tmp_path / "tp.pt"
-    mp.spawn(run, args=(2, str(tmp_path / "store"), str(tmp_path / "m"), str(out), text == MTP, "moe" in text, backend), nprocs=2, join=True)
+    spawn_ranks(run, (2, str(tmp_path / "store"), str(tmp_path / "m"), str(out), text == MTP, "moe" in text, backend), 2,
+                LIMIT_S, f"tensor-parallel {case}")
     got = torch.load(out)
     assert torch.allclose(got["logits"], ref, atol=1e-5, rtol=0), (got["logits"] - ref).abs().max()
     assert got["tokens"] == ref_tokens == got["cached"]
@@ -152,7 +154,8 @@ def test_tp2_vision_language_model_equals_one_process(tmp_path: Path) -> None:
     imgs = images()[:2]
     with torch.no_grad():
         ref = m(torch.tensor([prompt(imgs)]), images=imgs)
-    mp.spawn(run_vlm, args=(2, str(tmp_path / "store"), str(tmp_path / "m"), str(tmp_path / "v.pt")), nprocs=2, join=True)
+    spawn_ranks(run_vlm, (2, str(tmp_path / "store"), str(tmp_path / "m"), str(tmp_path / "v.pt")), 2, LIMIT_S,
+                "tensor-parallel Pixtral")
     got = torch.load(tmp_path / "v.pt")
     assert ref.abs().max() > 1.0
     assert torch.allclose(got, ref, atol=1e-5, rtol=0), (got - ref).abs().max()

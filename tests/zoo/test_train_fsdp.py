@@ -8,17 +8,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.distributed.tensor import DTensor
 
 import zoo
+from tests.spawned import spawn_ranks
 from zoo.cli.main import build_parser
 from zoo.train import TokenStream, TrainConfig, Trainer, TrainError
 from zoo.train.distributed import dcp_to_folder, is_dcp
@@ -71,13 +70,7 @@ def _worker(rank: int, world: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fsdp")
-    ctx = mp.start_processes(_worker, args=(2, str(out)), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + LIMIT_S
-    while not ctx.join(timeout=1):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"2-rank FSDP run did not finish in {LIMIT_S} s")
+    spawn_ranks(_worker, (2, str(out)), 2, LIMIT_S, "2-rank FSDP run")
     return out
 
 

@@ -6,15 +6,14 @@ tensor-parallel, torch.multiprocessing spawn): each block's linears split by the
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import zoo
+from tests.spawned import spawn_ranks
 from zoo.cli.main import build_parser
 from zoo.train import TokenStream, TrainConfig, Trainer, TrainError
 
@@ -57,13 +56,7 @@ def _worker(rank: int, world: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def run_2x2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tp_fsdp")
-    ctx = mp.start_processes(_worker, args=(4, str(out)), nprocs=4, join=False, start_method="spawn")
-    deadline = time.monotonic() + LIMIT_S
-    while not ctx.join(timeout=1):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the 2x2 TP x FSDP run did not finish in {LIMIT_S} s")
+    spawn_ranks(_worker, (4, str(out)), 4, LIMIT_S, "the 2x2 TP x FSDP run")
     return out
 
 
