@@ -200,16 +200,20 @@ def find_experts(experts: str | Path | Sequence[str | Path], prefix: str = "expe
 
 
 def _plan(experts: Any, data: Sequence[str | Path], out: str | Path, prefix: str, overwrite: bool,
-          skip_done: bool) -> list[tuple[Path, Path, Path]]:
-    """(expert, data, output) per expert still to train; typed errors before any job starts."""
+          skip_done: bool, owned: Any = None) -> list[tuple[Path, Path, Path]]:
+    """(expert, data, output) per expert still to train; typed errors before any job starts.
+    `owned(i)`: whether expert i is this caller's to train (a torchrun rank's): only those
+    outputs are checked and planned (another rank may already be writing its own)."""
     paths = find_experts(experts, prefix)
     if len(data) != len(paths):
         raise ExpertTrainError(f"{len(paths)} experts ({', '.join(p.name for p in paths)}) but {len(data)} data "
                                f"files: give one --data file per expert, in expert order")
     jobs = []
-    for e, d in zip(paths, data):
+    for i, (e, d) in enumerate(zip(paths, data)):
         if not Path(d).is_file():
             raise ExpertTrainError(f"{e.name}: no such token file {d}")
+        if owned is not None and not owned(i):
+            continue
         target = Path(out).absolute() / e.name
         if target.exists() and skip_done and _run_folder_problem(target) is None:
             continue
@@ -324,11 +328,11 @@ def train_on_rank(experts: str | Path | Sequence[str | Path], data: Sequence[str
         raise ExpertTrainError("--ranks-per-expert needs torchrun (RANK and WORLD_SIZE are not set); without it "
                                "use --procs")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    jobs = _plan(experts, data, out, prefix, overwrite, skip_done)  # every rank checks every file
-    paths = find_experts(experts, prefix)
+    # every rank checks every expert and data file, but only its own outputs: another rank may
+    # already have written its expert (ranks never wait on each other)
+    mine = _plan(experts, data, out, prefix, overwrite, skip_done, owned=lambda i: i % world == rank)
     if recipe.device.startswith("cuda") and ":" not in recipe.device:
         recipe = dataclasses.replace(recipe, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
-    mine = [j for j in jobs if paths.index(j[0]) % world == rank]
     done = []
     for e, d, target in mine:
         print(f"rank {rank}/{world}: training {e.name} on {d}", flush=True)
