@@ -1,12 +1,15 @@
 """Native CPU kernels, compiled on first use with the machine's C compiler and loaded by ctypes.
 
-Four sources: `small_gemm.c`, the linear layer of decode steps (1..32 rows; float32 or bf16
+Five sources: `small_gemm.c`, the linear layer of decode steps (1..32 rows; float32 or bf16
 weights, float32 sums), which runs at close to memory bandwidth where MKL's GEMV does not
-(docs/backends.md); `block_step.c`, every LLaMA-style decoder block of such a step in one call
-(`block_step.py`); `gemm.c`, a packed GEMM for prefill-sized linears on AVX2 CPUs (faster
-than MKL's float32 GEMM on this class of machine, and it reads bf16 weights without a widened
-copy), with a causal attention for prefill on top of it; and `eltwise.c`, one-pass RMSNorm,
-SiLU*up and RoPE. `cpu_linear` is what the sdpa backend binds. Each kernel is also a
+(docs/backends.md); `quant_gemm.c`, the same for int8 / int4 weights (and bf16 on AVX-512),
+turned into float32 in registers, with AVX2 and AVX-512 code paths picked at run time
+(`quant_ops.py` has its custom ops, `weights.h` / `weights.py` the weight descriptor every
+decode kernel reads); `block_step.c`, every LLaMA-style decoder block of such a step in one
+call (`block_step.py`), whatever those weights are stored as; `gemm.c`, a packed GEMM for
+prefill-sized linears on AVX2 CPUs (faster than MKL's float32 GEMM on this class of machine,
+and it reads bf16 weights without a widened copy), with a causal attention for prefill on top
+of it; and `eltwise.c`, one-pass RMSNorm, SiLU*up and RoPE. `cpu_linear` is what the sdpa backend binds. Each kernel is also a
 `torch.library` custom op (`torch.ops.zoo.*`, ops.py), which is what `torch.compile` and
 `torch.export` see; plain eager calls skip the dispatcher. The library is
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
@@ -29,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c", "gemm.c", "eltwise.c")]
-HEADER = Path(__file__).with_name("simd.h")  # included by both; part of the build key
+SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c", "gemm.c", "eltwise.c",
+                                                  "quant_gemm.c")]
+HEADERS = [Path(__file__).with_name(n) for n in ("simd.h", "weights.h")]  # part of the build key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 MAX_ROWS = 32  # beyond this MKL's GEMM does well; below it, its small-M paths do not
 
@@ -72,7 +76,7 @@ def _cache_dir() -> Path:
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     assert cc is not None
-    src = b"".join(p.read_bytes() for p in [*SOURCES, HEADER])
+    src = b"".join(p.read_bytes() for p in [*SOURCES, *HEADERS])
     key = hashlib.sha256(src + " ".join([cc, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"zoo_kernels-{key}.so"
     if not target.is_file():
@@ -111,9 +115,10 @@ def _build() -> ctypes.CDLL:
     lib.zoo_silu_mul.restype = None
     lib.zoo_rope.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4 + [i64p, ctypes.c_int64]
     lib.zoo_rope.restype = None
-    from .step_call import declare
+    from . import step_call, weights
 
-    declare(lib)
+    step_call.declare(lib)
+    weights.declare(lib)
     return lib
 
 

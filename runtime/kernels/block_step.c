@@ -19,31 +19,24 @@
  * slots <= s, and with a window w only slots > s - w), softmax in float32; GQA by head groups.
  */
 #include "simd.h"
+#include "weights.h"
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
-void zoo_gemm_rows(const float *x, const void *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K,
-                   int bf16);
 
 #define TILE 16 /* weight rows per task */
 
 typedef struct {               /* one block: shapes, parameters, its cache layer */
     int64_t D, H, Hkv, hd, F, window, max_len, rope; /* rope: 1 = rotate q and k with the step's tables */
-    int64_t wbf16, kvbf16;      /* parameters / cache in bfloat16 (else float32); arithmetic is float32 */
+    int64_t wbf16, kvbf16;      /* norm weights / cache in bfloat16 (else float32); arithmetic is float32 */
     float eps, scale;
-    const void *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *wg, *wu, *wd;
+    const void *attn_norm, *ffn_norm;
     void *kc, *vc;              /* (B, Hkv, max_len, hd) */
+    zoo_weight wq, wk, wv, wo, wg, wu, wd; /* projections: float32, bf16, int8 or int4 (weights.h) */
 } zoo_block;
-
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40); /* NaN */
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 static inline float at(const void *p, int64_t i, int64_t bf16) {
     return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
@@ -51,7 +44,7 @@ static inline float at(const void *p, int64_t i, int64_t bf16) {
 
 int64_t zoo_block_work(int64_t R, int64_t D, int64_t H, int64_t Hkv, int64_t hd, int64_t F, int64_t max_len,
                        int64_t nthreads) {
-    return R * (2 * D + 2 * H * hd + 2 * Hkv * hd + 2 * F) + nthreads * max_len;
+    return R * (2 * D + 2 * H * hd + 2 * Hkv * hd + 2 * F) + R * (D + H * hd + F) + nthreads * max_len;
 }
 
 static float dot(const float *a, const void *bp, int64_t n, int64_t bf16) {
@@ -95,6 +88,11 @@ static int check(const zoo_block *p, int64_t B, int64_t T, int64_t start) {
     if (B * T < 1 || B * T > 32 || p->D < 1 || p->H < 1 || p->Hkv < 1 || p->H % p->Hkv || p->hd < 2 || p->hd % 2 ||
         p->F < 1)
         return 1;
+    const int64_t qn = p->H * p->hd, kvn = p->Hkv * p->hd;
+    if (!zoo_weight_ok(&p->wq, p->D) || !zoo_weight_ok(&p->wk, p->D) || !zoo_weight_ok(&p->wv, p->D) ||
+        !zoo_weight_ok(&p->wo, qn) || !zoo_weight_ok(&p->wg, p->D) || !zoo_weight_ok(&p->wu, p->D) ||
+        !zoo_weight_ok(&p->wd, p->F) || kvn < 1)
+        return 6;
     if (start < 0 || start + T > p->max_len) return 2;
     return 0;
 }
@@ -107,21 +105,26 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
     const int64_t qn = H * hd, kvn = Hkv * hd, rep = H / Hkv;
     float *xn = work, *q = xn + R * D, *k = q + R * qn, *v = k + R * kvn, *att = v + R * kvn;
     float *tmp = att + R * qn, *g = tmp + R * D, *u = g + R * F, *scores = u + R * F;
+    /* the projections' inputs split into even / odd elements, for the weights read that way */
+    float *xns = scores + omp_get_num_threads() * p->max_len, *atts = xns + R * D, *gs = atts + R * qn;
     const int64_t tq = tiles(qn), tk = tiles(kvn), td = tiles(D), tf = tiles(F);
     {
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < R; r++) rmsnorm(x + r * D, p->attn_norm, p->wbf16, xn + r * D, D, p->eps);
+        for (int64_t r = 0; r < R; r++) {
+            rmsnorm(x + r * D, p->attn_norm, p->wbf16, xn + r * D, D, p->eps);
+            zoo_split(xn + r * D, xns + r * D, 1, D);
+        }
 
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tq + 2 * tk; t++) {
-            const void *w;
+            const zoo_weight *w;
             float *y;
             int64_t n, N;
-            if (t < tq) { w = p->wq; y = q; n = t; N = qn; }
-            else if (t < tq + tk) { w = p->wk; y = k; n = t - tq; N = kvn; }
-            else { w = p->wv; y = v; n = t - tq - tk; N = kvn; }
+            if (t < tq) { w = &p->wq; y = q; n = t; N = qn; }
+            else if (t < tq + tk) { w = &p->wk; y = k; n = t - tq; N = kvn; }
+            else { w = &p->wv; y = v; n = t - tq - tk; N = kvn; }
             int64_t n0 = n * TILE, n1 = n0 + TILE < N ? n0 + TILE : N;
-            zoo_gemm_rows(xn, w, y, R, n0, n1, N, D, (int)p->wbf16);
+            zoo_wgemm_rows(xn, xns, w, y, R, n0, n1, N, D);
         }
 
         /* RoPE on every q and k head; k and v go into the cache */
@@ -179,23 +182,27 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
         }
 
 #pragma omp for schedule(static)
+        for (int64_t r = 0; r < R; r++) zoo_split(att + r * qn, atts + r * qn, 1, qn);
+
+#pragma omp for schedule(static)
         for (int64_t n = 0; n < td; n++) {
             int64_t n0 = n * TILE, n1 = n0 + TILE < D ? n0 + TILE : D;
-            zoo_gemm_rows(att, p->wo, tmp, R, n0, n1, D, qn, (int)p->wbf16);
+            zoo_wgemm_rows(att, atts, &p->wo, tmp, R, n0, n1, D, qn);
         }
 
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < R; r++) {
             for (int64_t i = 0; i < D; i++) x[r * D + i] += tmp[r * D + i];
             rmsnorm(x + r * D, p->ffn_norm, p->wbf16, xn + r * D, D, p->eps);
+            zoo_split(xn + r * D, xns + r * D, 1, D);
         }
 
         /* gate and up for the same rows in one task, then silu(gate) * up in place */
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < tf; n++) {
             int64_t n0 = n * TILE, n1 = n0 + TILE < F ? n0 + TILE : F;
-            zoo_gemm_rows(xn, p->wg, g, R, n0, n1, F, D, (int)p->wbf16);
-            zoo_gemm_rows(xn, p->wu, u, R, n0, n1, F, D, (int)p->wbf16);
+            zoo_wgemm_rows(xn, xns, &p->wg, g, R, n0, n1, F, D);
+            zoo_wgemm_rows(xn, xns, &p->wu, u, R, n0, n1, F, D);
             for (int64_t r = 0; r < R; r++)
                 for (int64_t c = n0; c < n1; c++) {
                     float a = g[r * F + c];
@@ -204,9 +211,12 @@ static void block_phases(const zoo_block *p, int64_t B, int64_t T, int64_t start
         }
 
 #pragma omp for schedule(static)
+        for (int64_t r = 0; r < R; r++) zoo_split(g + r * F, gs + r * F, 1, F);
+
+#pragma omp for schedule(static)
         for (int64_t n = 0; n < td; n++) {
             int64_t n0 = n * TILE, n1 = n0 + TILE < D ? n0 + TILE : D;
-            zoo_gemm_rows(g, p->wd, tmp, R, n0, n1, D, F, (int)p->wbf16);
+            zoo_wgemm_rows(g, gs, &p->wd, tmp, R, n0, n1, D, F);
         }
 
 #pragma omp for schedule(static)

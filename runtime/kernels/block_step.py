@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import MAX_ROWS, ops, ready, step_call  # rows per step, as the small-GEMM
+from .weights import Quantized
 
 _PARAMS = ("attn_norm", "ffn_norm", "attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate", "ffn.up", "ffn.down")
 
@@ -56,9 +57,27 @@ def structure(block: Any) -> tuple[bool, str]:
     if any(lin.bias is not None for lin in (f.gate, f.up, f.down)):
         return False, "ffn has biases"
     linears = (a.q, a.k, a.v, a.o, f.gate, f.up, f.down)
-    if not all(isinstance(lin._parameters.get("weight"), torch.Tensor) for lin in linears):
-        return False, "a projection without a float weight matrix (quantized: runtime/quant)"
+    for lin in linears:
+        if _stored_name(lin) is None:
+            return False, f"a projection ({type(lin).__name__}) without a weight matrix the kernels read"
+        if lin._parameters.get("qweight") is not None and (lin.group_size or 32) % 32:
+            return False, f"int4 group size {lin.group_size} (the kernels read multiples of 32)"
     return True, "LLaMA-style block"
+
+
+def _stored_name(lin: Any) -> str | None:
+    """The parameter holding a projection's matrix: `weight` (float) or `qweight` (a QuantLinear)."""
+    for name in ("weight", "qweight"):
+        if isinstance(lin._parameters.get(name), torch.Tensor):
+            return name
+    return None
+
+
+def _weight_of(m: Any) -> torch.Tensor | Quantized:
+    """What the plan reads for one of a block's 9 modules: the float matrix, or the quantized one."""
+    if "qweight" in m._parameters:
+        return Quantized.of(m)
+    return m._parameters["weight"]
 
 
 def _ok(t: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
@@ -110,7 +129,7 @@ class _Stack:
         self.ok, self.config, self.scales, self.rope_dim = _describe(blocks) if mods is not None else (False, [], [], 0)
         if not self.ok:
             return
-        weights = [m._parameters["weight"] for m in mods]  # type: ignore[union-attr]
+        weights = [_weight_of(m) for m in mods]  # type: ignore[union-attr]
         layers = [blk.attn.layer for blk in blocks]
         try:
             self.plan = step_call.Plan(weights, [cache.k[i] for i in layers], [cache.v[i] for i in layers],
@@ -118,14 +137,19 @@ class _Stack:
         except step_call.Declined:
             self.ok = False
             return
-        self.slots = [(m._parameters, weakref.ref(w), w.data_ptr()) for m, w in zip(mods, weights)]  # type: ignore[union-attr]
+        self.slots = []  # (module._parameters, name, weak tensor, its address) for every stored tensor
+        for m in mods:  # type: ignore[union-attr]
+            for name in ("weight", "qweight", "scales", "zeros"):
+                t = m._parameters.get(name)
+                if t is not None:
+                    self.slots.append((m._parameters, name, weakref.ref(t), t.data_ptr()))
 
     def valid(self, cache: Any) -> bool:
         if self.cache() is not cache:
             return False
-        for params, ref, p in self.slots:
-            w = params["weight"]
-            if w is not ref() or w.data_ptr() != p:
+        for params, name, ref, p in self.slots:
+            w = params.get(name)
+            if w is None or w is not ref() or w.data_ptr() != p:
                 return False
         return True
 
@@ -159,7 +183,7 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     b, t, _ = x.shape
     if b * t > MAX_ROWS or b != cache.batch or not _ok(x, _STORED) or layout.start + t > cache.max_len:
         return None
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in blocks[0].attn.q.parameters())):
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in blocks[0].parameters())):
         return None
     parallel = int(parallel)
     if not 0 <= parallel <= len(blocks):
@@ -170,8 +194,8 @@ def decoder_stack_step(blocks: Sequence[Any], x: torch.Tensor, ropes: Sequence[A
     if traced:  # a tracer reads the modules once per graph and checks the tensors' metadata
         mods = _modules(blocks)
         ok, config, scales, rope_dim = _describe(blocks) if mods is not None else (False, [], [], 0)
-        if not ok:
-            return None
+        if not ok or any("qweight" in m._parameters for m in mods):  # type: ignore[union-attr]
+            return None  # quantized stacks: eager only (the op's signature holds plain weight tensors)
     else:
         stacks = _STACKS.setdefault(blocks[0], {})
         key = tuple(map(id, blocks))

@@ -6,6 +6,12 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Software prefetch, this many bytes ahead in the weight row being streamed: the hardware
+ * prefetchers alone left int8 rows at ~17 GB/s of the ~40 GB/s a float32 stream gets here
+ * (AMD EPYC, 2 threads); 4 KiB ahead: 28 GB/s at batch 1, and batch 8 1.9x faster. */
+#define PF 4096
+#define PREFETCH(p) _mm_prefetch((const char *)(p) + PF, _MM_HINT_T0)
+
 static inline float hsum(__m256 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
@@ -19,6 +25,13 @@ static inline float bf16_to_f32(uint16_t h) {
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40); /* NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 /* 8 consecutive bf16 values as 8 float32 lanes */

@@ -10,6 +10,7 @@
  * how many rows come with it (self-speculative decoding relies on that).
  */
 #include "simd.h"
+#include "weights.h"
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
@@ -36,6 +37,7 @@ static inline float w1_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
                 __m256 xv[MM];                                                                \
                 for (int m = 0; m < MM; m++) xv[m] = _mm256_loadu_ps(x + m * K + k);          \
                 for (int r = 0; r < R; r++) {                                                 \
+                    if (((k * (int64_t)sizeof(WT)) & 63) == 0) PREFETCH(w + (n + r) * K + k);   \
                     __m256 wv = LOADW_##T(w + (n + r) * K + k);                               \
                     for (int m = 0; m < MM; m++) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]); \
                 }                                                                             \
@@ -52,6 +54,7 @@ static inline float w1_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
             for (int m = 0; m < MM; m++) acc[m] = _mm256_setzero_ps();                        \
             int64_t k = 0;                                                                    \
             for (; k + 8 <= K; k += 8) {                                                      \
+                if (((k * (int64_t)sizeof(WT)) & 63) == 0) PREFETCH(w + n * K + k);            \
                 __m256 wv = LOADW_##T(w + n * K + k);                                         \
                 for (int m = 0; m < MM; m++)                                                  \
                     acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * K + k), acc[m]);     \
@@ -124,7 +127,10 @@ int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t 
     return zoo_small_bgemm_t(x, w, y, 1, M, N, K, 0);
 }
 
+/* bf16 weights: quant_gemm.c's AVX-512 kernel where the CPU has it (and K % 32 == 0), else the one here */
 int zoo_small_gemm_bf16(const float *x, const uint16_t *w, float *y, int64_t M, int64_t N, int64_t K) {
+    const zoo_weight wt = {w, NULL, NULL, ZW_BF16, 0};
+    if (zoo_weight_split(&wt, K)) return zoo_wgemm(x, &wt, y, M, N, K);
     return zoo_small_bgemm_t(x, w, y, 1, M, N, K, 1);
 }
 

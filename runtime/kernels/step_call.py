@@ -13,17 +13,19 @@ from collections.abc import Sequence
 import torch
 
 from . import MAX_ROWS, library
+from .weights import Quantized, Weight, describe, readable
 
 _STORED = (torch.float32, torch.bfloat16)  # parameters and cache: read as they are, summed in float32
 PER_BLOCK = 9  # attn_norm, ffn_norm, q, k, v, o, gate, up, down
+PROJECTIONS = ("wq", "wk", "wv", "wo", "wg", "wu", "wd")
 
 
 class _Block(ctypes.Structure):
     _fields_ = ([(n, ctypes.c_int64) for n in ("D", "H", "Hkv", "hd", "F", "window", "max_len", "rope", "wbf16",
                                                "kvbf16")]
                 + [("eps", ctypes.c_float), ("scale", ctypes.c_float)]
-                + [(n, ctypes.c_void_p) for n in ("attn_norm", "ffn_norm", "wq", "wk", "wv", "wo", "wg", "wu", "wd",
-                                                  "kc", "vc")])
+                + [(n, ctypes.c_void_p) for n in ("attn_norm", "ffn_norm", "kc", "vc")]
+                + [(n, Weight) for n in PROJECTIONS])
 
 
 def declare(lib: ctypes.CDLL) -> None:
@@ -51,7 +53,7 @@ def _ok(t: torch.Tensor, dtype: torch.dtype) -> bool:
 class Plan:
     """The argument array for one set of tensors, checked once: every shape the C code assumes."""
 
-    def __init__(self, weights: Sequence[torch.Tensor], kc: Sequence[torch.Tensor], vc: Sequence[torch.Tensor],
+    def __init__(self, weights: Sequence[torch.Tensor | Quantized], kc: Sequence[torch.Tensor], vc: Sequence[torch.Tensor],
                  config: Sequence[int], scales: Sequence[float]):
         n = len(kc)
         _need(n > 0 and len(vc) == n and len(weights) == PER_BLOCK * n and len(config) == 2 * n
@@ -65,23 +67,27 @@ class Plan:
             an, fn, wq, wk, wv, wo, wg, wu, wd = ws
             k, v = kc[l], vc[l]
             dtype = an.dtype
-            _need(dtype in _STORED and all(_ok(w, dtype) for w in ws), "weights of one dtype (float32/bf16), CPU")
+            _need(dtype in _STORED and _ok(an, dtype) and _ok(fn, dtype), "norm weights float32/bf16, CPU")
+            projs = ws[2:]
+            _need(all(readable(w) is None if isinstance(w, Quantized) else _ok(w, w.dtype) and w.dtype in _STORED
+                      for w in projs), "projections float32/bf16 or int8/int4 as stored (runtime/quant), CPU")
             _need(k.dtype in _STORED and _ok(k, k.dtype) and _ok(v, k.dtype), "cache of one dtype (float32/bf16), CPU")
             _need(k.dim() == 4 and v.shape == k.shape and k.shape[0] == self.batch, "cache layers (B, Hkv, max_len, hd)")
             _, hkv, max_len, hd = k.shape
-            d, f = an.shape[0] if an.dim() == 1 else -1, wg.shape[0] if wg.dim() == 2 else -1
-            h = wq.shape[0] // hd if wq.dim() == 2 and hd > 0 else 0
+            d, f = an.shape[0] if an.dim() == 1 else -1, wg.shape[0] if len(wg.shape) == 2 else -1
+            h = wq.shape[0] // hd if len(wq.shape) == 2 and hd > 0 else 0
             _need(hd >= 2 and hd % 2 == 0 and hkv > 0 and h > 0 and h % hkv == 0 and f > 0, "head_dim even, H % Hkv == 0")
             shapes = [(an, (d,)), (fn, (d,)), (wq, (h * hd, d)), (wk, (hkv * hd, d)), (wv, (hkv * hd, d)),
                       (wo, (d, h * hd)), (wg, (f, d)), (wu, (f, d)), (wd, (d, f))]
-            _need(all(w.shape == s for w, s in shapes), "weight shapes of one block")
+            _need(all(tuple(w.shape) == s for w, s in shapes), "weight shapes of one block")
             window, rope = config[2 * l:2 * l + 2]
             arg.D, arg.H, arg.Hkv, arg.hd, arg.F = d, h, hkv, hd, f
             arg.window, arg.max_len, arg.rope = window, max_len, int(bool(rope))
             arg.eps, arg.scale = scales[2 * l], scales[2 * l + 1]
             arg.wbf16, arg.kvbf16 = dtype is torch.bfloat16, k.dtype is torch.bfloat16
-            (arg.attn_norm, arg.ffn_norm, arg.wq, arg.wk, arg.wv, arg.wo, arg.wg, arg.wu,
-             arg.wd) = [w.data_ptr() for w in ws]
+            arg.attn_norm, arg.ffn_norm = an.data_ptr(), fn.data_ptr()
+            for name, w in zip(PROJECTIONS, projs):
+                describe(w, getattr(arg, name))
             arg.kc, arg.vc = k.data_ptr(), v.data_ptr()
             self.dims.append((d, h, hkv, hd, f, max_len))
         _need(len({dm[0] for dm in self.dims}) == 1, "one model width for all blocks")
@@ -105,7 +111,7 @@ _PLANS: OrderedDict = OrderedDict()
 _MAX_PLANS = 8
 
 
-def plan_for(weights: Sequence[torch.Tensor], kc: Sequence[torch.Tensor], vc: Sequence[torch.Tensor],
+def plan_for(weights: Sequence[torch.Tensor | Quantized], kc: Sequence[torch.Tensor], vc: Sequence[torch.Tensor],
              config: Sequence[int], scales: Sequence[float]) -> Plan:
     ts = [*weights, *kc, *vc]
     key = (tuple(map(torch.Tensor.data_ptr, ts)), tuple(t.shape for t in ts), tuple(t.dtype for t in ts),

@@ -241,9 +241,11 @@ class CausalLM(nn.Module):
         return x
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        w = self.embed.weight if self.output is None else self.output.weight
+        w = self.embed.weight if self.output is None else self.output._parameters.get("weight")
         mesh = getattr(w, "device_mesh", None)  # tensor parallel: each rank its vocab rows, logits gathered
-        if mesh is not None:
+        if w is None:  # a quantized output projection (runtime/quant): its own kernels
+            out = self.output(h).float()
+        elif mesh is not None:
             from torch.distributed.tensor import Replicate
 
             out = F.linear(type(w).from_local(h, mesh, [Replicate()], run_check=False), w).full_tensor().float()

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import MAX_ROWS, ready
+from ..kernels.quant_ops import quant_linear
+from ..kernels.weights import Quantized, readable
 from .functional import (
     dequantize_int4,
     dequantize_int8,
@@ -99,10 +102,12 @@ class QuantLinear(nn.Module):
 
     def kernel_for(self, x: torch.Tensor) -> str:
         """Which kernel a call with activations like `x` runs (for tests and benches)."""
+        if self._native(x):
+            return "native" if x.numel() <= MAX_ROWS * self.in_features else "native-dequantize"
         if x.device.type != "cpu" or self.qweight.device.type != "cpu" or x.dtype not in FLOATS:
             return "dequantize"
-        if self.bits == 4 and self.out_features % 16:
-            return "dequantize"
+        if self.bits == 4 and (self.out_features % 16 or self.group_size not in (32, 64, 128, 256)):
+            return "dequantize"  # what torch's int4 op takes
         if x.dtype == torch.float32 and x.numel() > OP_ROWS * self.in_features:
             return "dequantize"
         return "int8pack_mm" if self.bits == 8 else "int4pack_mm"
@@ -120,7 +125,16 @@ class QuantLinear(nn.Module):
         self.__dict__["_prepared"] = (key, packed, sz)
         return packed, sz
 
+    def _native(self, x: torch.Tensor) -> bool:
+        """Whether zoo's own kernels take float32 activations like `x` (runtime/kernels/quant_gemm.c)."""
+        return (x.dtype is torch.float32 and x.device.type == "cpu" and self.qweight.device.type == "cpu"
+                and readable(Quantized.of(self)) is None and ready())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype is torch.float32 and x.device.type == "cpu":
+            y = quant_linear(x, Quantized.of(self), self.bias, MAX_ROWS)
+            if y is not None:
+                return y
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         kernel = self.kernel_for(x)

@@ -1,6 +1,7 @@
 """Weight-only int8/int4 (runtime/quant): the stored integers against a plain reference of
 their definitions (per-channel absmax int8; group-wise int4 as GPTQ and torchao define it), and
-the kernels (torch's int8/int4 CPU ops) against the dequantized float matmul."""
+the kernels (zoo's own for float32 activations, torch's int8/int4 CPU ops for bf16 ones) against
+the dequantized float matmul."""
 
 from __future__ import annotations
 
@@ -103,12 +104,19 @@ def _linear(n: int, k: int, bias: bool = False) -> torch.nn.Linear:
     (8, None, True, 48, "int8pack_mm"), (4, 32, True, 48, "int4pack_mm"), (4, 64, False, 64, "int4pack_mm"),
     (4, 128, True, 32, "int4pack_mm"), (4, 32, False, 40, "dequantize")])  # 40 % 16: the int4 op does not apply
 @pytest.mark.parametrize("rows", [1, 4, 20])
-def test_kernels_match_the_dequantized_matmul(bits, g, sym, n, kernel, rows):
+def test_kernels_match_the_dequantized_matmul(bits, g, sym, n, kernel, rows, monkeypatch):
+    from zoo.runtime import kernels
+    from zoo.runtime.kernels import quant_ops
+
+    monkeypatch.setattr(quant_ops, "_BF16", False)  # prefill-sized: a float32 GEMM (bf16: test_quant_kernels.py)
     k = 256
     lin = _linear(n, k, bias=True)
     ql = QuantLinear.from_linear(lin, bits, g, sym)
     x = torch.randn(2, rows, k)
-    assert ql.kernel_for(x) == (kernel if 2 * rows <= 8 else "dequantize")  # float32: the ops for few rows only
+    if kernels.ready():  # float32 activations: zoo's own kernels (quant_gemm.c), dequantize + GEMM beyond 32 rows
+        assert ql.kernel_for(x) == ("native" if 2 * rows <= 32 else "native-dequantize")
+    else:  # torch's ops for few rows only
+        assert ql.kernel_for(x) == (kernel if 2 * rows <= 8 else "dequantize")
     assert ql.kernel_for(x.bfloat16()) == kernel
     ref = torch.nn.functional.linear(x.double(), ql.dequantized_weight(torch.float64), lin.bias.double())
     y = ql(x)

@@ -1,0 +1,382 @@
+/* y[M, N] = x[M, K] @ W[N, K]^T for decode-sized M, W stored as bfloat16, int8 or int4 and
+ * turned into float32 in registers (weight-only quantization: the activations stay float32).
+ *
+ * A decode step reads every weight once, so bytes per weight set its speed; the work per weight
+ * is what is left to keep under the memory time. Two instruction sets, picked at run time by
+ * the CPU (`__builtin_cpu_supports`, overridable with zoo_set_isa for tests): AVX-512 (16 lanes)
+ * and AVX2 (8 lanes), each in its own `target`-attributed functions, so one library built with
+ * -mavx2 carries both.
+ *
+ * Formats (runtime/quant/functional.py writes them):
+ *   int8  q int8 [N, K], scales float32 [N]:               w = q * s[n]
+ *   int4  q uint8 [N, K/2] (input 2j in the low nibble of byte j, 2j+1 in the high one),
+ *         scales float32 [N, K/g], zeros uint8 [N, K/g] or none (symmetric: zero 8):
+ *                                                          w = (q - z) * s
+ *   bf16  [N, K], the top half of a float32.
+ * int4 and bf16 are read in the order they lie: the low nibbles (bf16: the low halves of each
+ * 32-bit word) are the even inputs and the high ones the odd inputs, so x is split once per call
+ * into its even and odd elements (`split`) and a weight vector becomes float32 lanes in two
+ * cheap integer ops (and / shift) with no shuffles. Per group, an int4 weight is
+ * fma(q, s, -z*s): the zero point costs nothing. Each output's sum runs in an order that does
+ * not depend on M (a row's result does not depend on how many rows come with it).
+ */
+#include "simd.h"
+#include "weights.h"
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+void zoo_gemm_rows(const float *x, const void *w, float *y, int64_t M, int64_t n0, int64_t n1, int64_t N, int64_t K,
+                   int bf16);
+
+/* 0: not decided yet, 1: AVX2, 2: AVX-512 */
+static int isa = 0;
+
+static int avx512(void) {
+    if (!isa) {
+        __builtin_cpu_init();
+        isa = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) ? 2 : 1;
+    }
+    return isa == 2;
+}
+
+/* Force the instruction set (1 = AVX2, 2 = AVX-512 where the CPU has it, 0 = detect); returns
+ * the one in use. */
+int zoo_set_isa(int which) {
+    isa = 0;
+    int best = avx512() ? 2 : 1;
+    isa = (which == 1 || which == 2) && which <= best ? which : best;
+    return isa;
+}
+
+/* ------------------------------------------------------------------ x split into even / odd */
+void zoo_split(const float *x, float *xs, int64_t M, int64_t K) {
+    const int64_t h = K / 2;
+    for (int64_t m = 0; m < M; m++) {
+        const float *xr = x + m * K;
+        float *e = xs + m * K, *o = e + h;
+        for (int64_t j = 0; j < h; j++) {
+            e[j] = xr[2 * j];
+            o[j] = xr[2 * j + 1];
+        }
+    }
+}
+
+/* thread-local scratch for callers that pass no split x */
+static __thread float *scratch = NULL;
+static __thread int64_t scratch_n = 0;
+
+static float *split_here(const float *x, int64_t M, int64_t K) {
+    int64_t need = M * K;
+    if (need > scratch_n) {
+        free(scratch);
+        scratch = (float *)aligned_alloc(64, ((need * sizeof(float) + 63) / 64) * 64);
+        scratch_n = scratch ? need : 0;
+        if (!scratch) return NULL;
+    }
+    zoo_split(x, scratch, M, K);
+    return scratch;
+}
+
+/* ------------------------------------------------------------------ AVX-512 */
+#ifndef PF
+#define PF 16384
+#endif
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+/* The row kernels: R weight rows x MM input rows, R*MM accumulators. `xs` is x as the format
+ * wants it (split for bf16 / int4, plain for int8), each input row `K` floats apart. */
+#define K512_INT8(R, MM)                                                                                         \
+    static T512 void i8_512_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,   \
+                                       int64_t N, int64_t K) {                                                  \
+        const int8_t *q = (const int8_t *)w->data;                                                              \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m512 acc[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm512_setzero_ps();                                   \
+            int64_t k = 0;                                                                                      \
+            for (; k + 16 <= K; k += 16) {                                                                      \
+                __m512 xv[MM];                                                                                  \
+                for (int m = 0; m < MM; m++) xv[m] = _mm512_loadu_ps(x + m * K + k);                            \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    if ((k & 63) == 0) PREFETCH(q + (n + (r < rr ? r : rr - 1)) * K + k);                      \
+                    __m512 wv = _mm512_cvtepi32_ps(                                                             \
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + (n + (r < rr ? r : rr - 1)) * K + k))));         \
+                    for (int m = 0; m < MM; m++) acc[r][m] = _mm512_fmadd_ps(wv, xv[m], acc[r][m]);             \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) {                                                                  \
+                    float s = _mm512_reduce_add_ps(acc[r][m]);                                                  \
+                    for (int64_t kk = k; kk < K; kk++) s += (float)q[(n + r) * K + kk] * x[m * K + kk];         \
+                    y[m * N + n + r] = s * w->scales[n + r];                                                    \
+                }                                                                                               \
+        }                                                                                                       \
+    }
+
+/* int4: 16 bytes = 32 inputs of one row per step (a group is a whole number of steps) */
+#define K512_INT4(R, MM)                                                                                         \
+    static T512 void i4_512_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,   \
+                                       int64_t N, int64_t K) {                                                  \
+        const uint8_t *q = (const uint8_t *)w->data;                                                            \
+        const int64_t h = K / 2, G = K / w->group, per = w->group / 32;                                          \
+        const __m512i low = _mm512_set1_epi32(15);                                                              \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m512 acc[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm512_setzero_ps();                                   \
+            for (int64_t g = 0; g < G; g++) {                                                                   \
+                __m512 sv[R], zv[R];                                                                            \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    int64_t nr = n + (r < rr ? r : 0);                                                          \
+                    float s = w->scales[nr * G + g];                                                            \
+                    float z = w->zeros ? (float)w->zeros[nr * G + g] : 8.0f;                                    \
+                    sv[r] = _mm512_set1_ps(s);                                                                  \
+                    zv[r] = _mm512_set1_ps(-z * s);                                                             \
+                }                                                                                               \
+                for (int64_t b = 0; b < per; b++) {                                                             \
+                    const int64_t j = (g * per + b) * 16; /* byte / half-row index */                          \
+                    __m512 xe[MM], xo[MM];                                                                      \
+                    for (int m = 0; m < MM; m++) {                                                              \
+                        xe[m] = _mm512_loadu_ps(x + m * K + j);                                                 \
+                        xo[m] = _mm512_loadu_ps(x + m * K + h + j);                                             \
+                    }                                                                                           \
+                    for (int r = 0; r < R; r++) {                                                               \
+                        if ((j & 63) == 0) PREFETCH(q + (n + (r < rr ? r : rr - 1)) * h + j);                   \
+                        __m512i bv = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + (n + (r < rr ? r : rr - 1)) * h + j))); \
+                        __m512 lo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(bv, low)), sv[r], zv[r]); \
+                        __m512 hi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bv, 4)), sv[r], zv[r]); \
+                        for (int m = 0; m < MM; m++) {                                                          \
+                            acc[r][m] = _mm512_fmadd_ps(lo, xe[m], acc[r][m]);                                  \
+                            acc[r][m] = _mm512_fmadd_ps(hi, xo[m], acc[r][m]);                                  \
+                        }                                                                                       \
+                    }                                                                                           \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) y[m * N + n + r] = _mm512_reduce_add_ps(acc[r][m]);                \
+        }                                                                                                       \
+    }
+
+/* bf16: 32 inputs per 64-byte load; the even ones are the low halves (shift up), the odd the
+ * high halves (mask) */
+#define K512_BF16(R, MM)                                                                                         \
+    static T512 void b16_512_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,  \
+                                        int64_t N, int64_t K) {                                                 \
+        const uint16_t *q = (const uint16_t *)w->data;                                                          \
+        const int64_t h = K / 2;                                                                                \
+        const __m512i top = _mm512_set1_epi32((int)0xffff0000u);                                                \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m512 acc[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm512_setzero_ps();                                   \
+            for (int64_t j = 0; j < h; j += 16) {                                                               \
+                __m512 xe[MM], xo[MM];                                                                          \
+                for (int m = 0; m < MM; m++) {                                                                  \
+                    xe[m] = _mm512_loadu_ps(x + m * K + j);                                                     \
+                    xo[m] = _mm512_loadu_ps(x + m * K + h + j);                                                 \
+                }                                                                                               \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    PREFETCH(q + (n + (r < rr ? r : rr - 1)) * K + 2 * j);                                    \
+                    __m512i v = _mm512_loadu_si512((const void *)(q + (n + (r < rr ? r : rr - 1)) * K + 2 * j));                    \
+                    __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));                                  \
+                    __m512 ov = _mm512_castsi512_ps(_mm512_and_si512(v, top));                                  \
+                    for (int m = 0; m < MM; m++) {                                                              \
+                        acc[r][m] = _mm512_fmadd_ps(ev, xe[m], acc[r][m]);                                      \
+                        acc[r][m] = _mm512_fmadd_ps(ov, xo[m], acc[r][m]);                                      \
+                    }                                                                                           \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) y[m * N + n + r] = _mm512_reduce_add_ps(acc[r][m]);                \
+        }                                                                                                       \
+    }
+
+/* ------------------------------------------------------------------ AVX2 */
+#define T256 __attribute__((target("avx2,fma")))
+
+#define K256_INT8(R, MM)                                                                                         \
+    static T256 void i8_256_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,   \
+                                       int64_t N, int64_t K) {                                                  \
+        const int8_t *q = (const int8_t *)w->data;                                                              \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m256 acc[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps();                                   \
+            int64_t k = 0;                                                                                      \
+            for (; k + 8 <= K; k += 8) {                                                                        \
+                __m256 xv[MM];                                                                                  \
+                for (int m = 0; m < MM; m++) xv[m] = _mm256_loadu_ps(x + m * K + k);                            \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    if ((k & 63) == 0) PREFETCH(q + (n + (r < rr ? r : rr - 1)) * K + k);                      \
+                    __m256 wv = _mm256_cvtepi32_ps(                                                             \
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + (n + (r < rr ? r : rr - 1)) * K + k))));         \
+                    for (int m = 0; m < MM; m++) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]);             \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) {                                                                  \
+                    float s = hsum(acc[r][m]);                                                                  \
+                    for (int64_t kk = k; kk < K; kk++) s += (float)q[(n + r) * K + kk] * x[m * K + kk];         \
+                    y[m * N + n + r] = s * w->scales[n + r];                                                    \
+                }                                                                                               \
+        }                                                                                                       \
+    }
+
+/* int4: 8 bytes = 16 inputs per step */
+#define K256_INT4(R, MM)                                                                                         \
+    static T256 void i4_256_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,   \
+                                       int64_t N, int64_t K) {                                                  \
+        const uint8_t *q = (const uint8_t *)w->data;                                                            \
+        const int64_t h = K / 2, G = K / w->group, per = w->group / 16;                                          \
+        const __m256i low = _mm256_set1_epi32(15);                                                              \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m256 acc[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps();                                   \
+            for (int64_t g = 0; g < G; g++) {                                                                   \
+                __m256 sv[R], zv[R];                                                                            \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    int64_t nr = n + (r < rr ? r : 0);                                                          \
+                    float s = w->scales[nr * G + g];                                                            \
+                    float z = w->zeros ? (float)w->zeros[nr * G + g] : 8.0f;                                    \
+                    sv[r] = _mm256_set1_ps(s);                                                                  \
+                    zv[r] = _mm256_set1_ps(-z * s);                                                             \
+                }                                                                                               \
+                for (int64_t b = 0; b < per; b++) {                                                             \
+                    const int64_t j = (g * per + b) * 8;                                                        \
+                    __m256 xe[MM], xo[MM];                                                                      \
+                    for (int m = 0; m < MM; m++) {                                                              \
+                        xe[m] = _mm256_loadu_ps(x + m * K + j);                                                 \
+                        xo[m] = _mm256_loadu_ps(x + m * K + h + j);                                             \
+                    }                                                                                           \
+                    for (int r = 0; r < R; r++) {                                                               \
+                        if ((j & 63) == 0) PREFETCH(q + (n + (r < rr ? r : rr - 1)) * h + j);                   \
+                        __m256i bv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + (n + (r < rr ? r : rr - 1)) * h + j))); \
+                        __m256 lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(bv, low)), sv[r], zv[r]); \
+                        __m256 hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(bv, 4)), sv[r], zv[r]); \
+                        for (int m = 0; m < MM; m++) {                                                          \
+                            acc[r][m] = _mm256_fmadd_ps(lo, xe[m], acc[r][m]);                                  \
+                            acc[r][m] = _mm256_fmadd_ps(hi, xo[m], acc[r][m]);                                  \
+                        }                                                                                       \
+                    }                                                                                           \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) y[m * N + n + r] = hsum(acc[r][m]);                                \
+        }                                                                                                       \
+    }
+
+#define FAMILY(K)                                                                                                \
+    K(4, 1) K(4, 2) K(2, 3) K(2, 4) K(1, 5) K(1, 6) K(1, 7) K(1, 8)
+
+FAMILY(K512_INT8)
+FAMILY(K512_INT4)
+FAMILY(K512_BF16)
+FAMILY(K256_INT8)
+FAMILY(K256_INT4)
+
+typedef void (*qrow_fn)(const float *, const zoo_weight *, float *, int64_t, int64_t, int64_t, int64_t);
+#define QTABLE(P)                                                                                                \
+    {0, P##_4_1, P##_4_2, P##_2_3, P##_2_4, P##_1_5, P##_1_6, P##_1_7, P##_1_8}
+static const qrow_fn I8_512[9] = QTABLE(i8_512), I4_512[9] = QTABLE(i4_512), B16_512[9] = QTABLE(b16_512);
+static const qrow_fn I8_256[9] = QTABLE(i8_256), I4_256[9] = QTABLE(i4_256);
+
+/* Whether the stored format can be read by the kernels at this K (checked by the callers too). */
+int zoo_weight_ok(const zoo_weight *w, int64_t K) {
+    switch (w->type) {
+    case ZW_F32: case ZW_BF16: case ZW_INT8: return K > 0;
+    case ZW_INT4: return K > 0 && w->group >= 32 && w->group % 32 == 0 && K % w->group == 0;
+    default: return 0;
+    }
+}
+
+int zoo_weight_split(const zoo_weight *w, int64_t K) {
+    return w->type == ZW_INT4 || (w->type == ZW_BF16 && K % 32 == 0 && avx512());
+}
+
+void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float *y, int64_t M, int64_t n0, int64_t n1,
+                    int64_t N, int64_t K) {
+    const int wide = avx512();
+    if (w->type == ZW_F32 || (w->type == ZW_BF16 && !zoo_weight_split(w, K))) {
+        zoo_gemm_rows(x, w->data, y, M, n0, n1, N, K, w->type == ZW_BF16);
+        return;
+    }
+    const float *in = x;
+    if (w->type != ZW_INT8) { /* int4 and bf16 read x split into even and odd elements */
+        in = xs ? xs : split_here(x, M, K);
+        if (!in) return;
+    }
+    const qrow_fn *table = w->type == ZW_INT8 ? (wide ? I8_512 : I8_256)
+                         : w->type == ZW_INT4 ? (wide ? I4_512 : I4_256) : B16_512;
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
+        int64_t mm = M - m0 < 8 ? M - m0 : 8;
+        table[mm](in + m0 * K, w, y + m0 * N, n0, n1, N, K);
+    }
+}
+
+/* y = x @ W^T over all rows of W, split across OpenMP threads in tiles of 16 rows. */
+int zoo_wgemm(const float *x, const zoo_weight *w, float *y, int64_t M, int64_t N, int64_t K) {
+    if (M < 1 || N < 1 || !zoo_weight_ok(w, K) || (w->type == ZW_BF16 && K % 2)) return 1;
+    const float *xs = zoo_weight_split(w, K) ? split_here(x, M, K) : NULL; /* once, shared by the threads */
+    if (zoo_weight_split(w, K) && !xs) return 2;
+    const int64_t tiles = (N + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t n0 = t * 16, n1 = n0 + 16 < N ? n0 + 16 : N;
+        zoo_wgemm_rows(x, xs, w, y, M, n0, n1, N, K);
+    }
+    return 0;
+}
+
+/* Whether the CPU has AVX512_BF16 (bf16 dot products: torch's bf16 GEMM is ~5x its float32 one). */
+int zoo_cpu_bf16(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+}
+
+/* The weight [N, K] an int8 / int4 one stands for, as float32 or (bf16 != 0) bfloat16 rounded to
+ * nearest even: for prefill, then a float GEMM. */
+int zoo_dequantize(const zoo_weight *w, void *out, int64_t N, int64_t K, int bf16) {
+    if (N < 1 || !zoo_weight_ok(w, K) || (w->type != ZW_INT8 && w->type != ZW_INT4)) return 1;
+#pragma omp parallel
+    {
+        float *row = (float *)malloc(K * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            float *o = bf16 || !row ? row : (float *)out + n * K;
+            if (!o) continue;
+            if (w->type == ZW_INT8) {
+                const int8_t *q = (const int8_t *)w->data + n * K;
+                const float s = w->scales[n];
+                for (int64_t k = 0; k < K; k++) o[k] = (float)q[k] * s;
+            } else {
+                const uint8_t *q = (const uint8_t *)w->data + n * (K / 2);
+                const int64_t G = K / w->group;
+                for (int64_t g = 0; g < G; g++) {
+                    const float s = w->scales[n * G + g];
+                    const float z = w->zeros ? (float)w->zeros[n * G + g] : 8.0f;
+                    for (int64_t k = g * w->group; k < (g + 1) * w->group; k += 2) {
+                        uint8_t b = q[k / 2];
+                        o[k] = ((float)(b & 15) - z) * s;
+                        o[k + 1] = ((float)(b >> 4) - z) * s;
+                    }
+                }
+            }
+            if (bf16) {
+                uint16_t *ob = (uint16_t *)out + n * K;
+                for (int64_t k = 0; k < K; k++) ob[k] = f32_to_bf16(o[k]);
+            }
+        }
+        free(row);
+    }
+    return 0;
+}
