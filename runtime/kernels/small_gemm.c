@@ -123,7 +123,10 @@ void zoo_gemm_rows(const float *x, const void *w, float *y, int64_t M, int64_t n
     }
 }
 
+/* float32 weights: quant_gemm.c's AVX-512 kernel where the CPU has it (and K % 16 == 0), else the one here */
 int zoo_small_gemm(const float *x, const float *w, float *y, int64_t M, int64_t N, int64_t K) {
+    const zoo_weight wt = {w, NULL, NULL, ZW_F32, 0};
+    if (zoo_weight_wide(&wt, K)) return zoo_wgemm(x, &wt, y, M, N, K);
     return zoo_small_bgemm_t(x, w, y, 1, M, N, K, 0);
 }
 

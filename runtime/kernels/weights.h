@@ -18,6 +18,8 @@ enum { ZW_F32 = 0, ZW_BF16 = 1, ZW_INT8 = 2, ZW_INT4 = 3 };
 int zoo_weight_ok(const zoo_weight *w, int64_t K);
 /* Whether x must be given split (even elements, then odd ones, per row) for this weight. */
 int zoo_weight_split(const zoo_weight *w, int64_t K);
+/* Whether an AVX-512 kernel reads this weight here (else small_gemm.c's AVX2 one). */
+int zoo_weight_wide(const zoo_weight *w, int64_t K);
 /* x split into xs (M rows of K: the K/2 even elements, then the K/2 odd ones). */
 void zoo_split(const float *x, float *xs, int64_t M, int64_t K);
 /* One thread's share of y = x @ W^T: weight rows [n0, n1), all M rows; xs is x split (where
