@@ -15,7 +15,9 @@ of it; and `eltwise.c`, one-pass RMSNorm, SiLU*up and RoPE. `cpu_linear` is what
 built once per source/flags/CPU into ~/.cache/zoo/kernels (or $ZOO_CACHE_DIR/kernels), written
 atomically, so concurrent processes never load a half-written file. Where it cannot be built
 (no compiler, no AVX2/FMA, a compile error) or ZOO_KERNELS=0, `small_linear` returns None and the
-caller uses torch; `small_gemm_status()` says which and why, for `--explain`.
+caller uses torch; `small_gemm_status()` says which and why, for `--explain`. The decode kernels
+take the widest instruction set the CPU has (AVX2, AVX-512, AVX-512 with bf16 dot products);
+ZOO_KERNELS_ISA=avx2|avx512|avx512-bf16 caps it (to compare, or to rule a path out).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ SOURCES = [Path(__file__).with_name(n) for n in ("small_gemm.c", "block_step.c",
 HEADERS = [Path(__file__).with_name(n) for n in ("simd.h", "weights.h")]  # part of the build key
 FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
 MAX_ROWS = 32  # beyond this MKL's GEMM does well; below it, its small-M paths do not
+
+# ZOO_KERNELS_ISA caps the decode kernels' instruction set (quant_gemm.c picks the best the CPU has)
+ISA_LEVELS = {"avx2": 1, "avx512": 2, "avx512-bf16": 3}
+ISA_NAMES = {v: k for k, v in ISA_LEVELS.items()}
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -138,7 +144,8 @@ def small_gemm_status() -> tuple[bool, str]:
                 if ok:
                     try:
                         _lib = _build()
-                        why = f"built for {why}"
+                        level = _lib.zoo_set_isa(ISA_LEVELS.get(os.environ.get("ZOO_KERNELS_ISA", ""), 0))
+                        why = f"built for {why}; decode kernels: {ISA_NAMES[level]}"
                     except (OSError, RuntimeError) as e:
                         ok, why = False, f"could not build: {e}"
                 _status = (ok, why)

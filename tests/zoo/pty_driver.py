@@ -46,7 +46,7 @@ def read_until(fd: int, needle: bytes, timeout: float = 90.0) -> bytes:
 def drive(python: str, folder: str) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: the REPL on the pty
-        os.execv(python, [python, "-m", "zoo", "chat", folder, "--max-new-tokens", "6000", "--system", "Be brief."])
+        os.execv(python, [python, "-m", "zoo", "chat", folder, "--max-new-tokens", "30000", "--system", "Be brief."])
     CHILD[0] = pid
     try:
         read_until(fd, b">>> ")
@@ -54,8 +54,8 @@ def drive(python: str, folder: str) -> None:
         read_until(fd, b"system prompt cleared")
         os.write(fd, b"hello zoo\n")
         read_until(fd, b"hello zoo\r\n")
-        time.sleep(1.0)  # mid-reply: 6000 tokens take far longer than this
-        os.write(fd, b"\x03")
+        select.select([fd], [], [], 90.0)  # the reply has started streaming: interrupt it now
+        os.write(fd, b"\x03")  # mid-reply: 30000 tokens take seconds even on a fast machine
         after = read_until(fd, b"(reply stopped)\r\n>>> ")  # the reply ends and the prompt is back
         assert b"Traceback" not in after, after
         os.write(fd, b"/reset\n")

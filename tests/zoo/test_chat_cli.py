@@ -21,7 +21,7 @@ from zoo.runtime.tokenizers import SentencePieceTokenizer
 ROOT = Path(__file__).parents[2]
 PY = ROOT / ".venv" / "bin" / "python"
 TINY = ["arch.dim=32", "arch.n_layers=2", "arch.attention.n_heads=4", "arch.ffn.hidden_dim=64",
-        "arch.vocab_size=120", "arch.max_seq_len=8192"]
+        "arch.vocab_size=120", "arch.max_seq_len=32768"]
 
 
 @pytest.fixture(scope="module")
