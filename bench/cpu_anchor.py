@@ -25,6 +25,11 @@ llama.cpp is driven through llama-cpp-python's low-level API (llama_batch / llam
 sequence id per row, greedy over the returned logits), which is what its batched examples do.
 llama-cpp-python is a bench extra (`pip install llama-cpp-python`, ~10 minutes to build); without
 it the llama.cpp rows are skipped.
+
+An AVX2 machine, emulated on an AVX-512 one: cap every system's instruction set, zoo's kernels
+(ZOO_KERNELS_ISA=avx2), torch's (ATEN_CPU_CAPABILITY=avx2), MKL's (MKL_ENABLE_INSTRUCTIONS=AVX2),
+and build llama.cpp without AVX-512 (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF ..."
+pip install --target DIR llama-cpp-python), then pass --llama-cpp DIR.
 """
 
 from __future__ import annotations
@@ -366,12 +371,20 @@ def main() -> int:
     ap.add_argument("--busy-limit", type=float, default=0.15, help="CPUs others may take before a trial waits")
     ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a quiet machine per trial")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--llama-cpp", default=None, metavar="DIR",
+                    help="import llama_cpp from DIR (a build for another instruction set, pip install --target DIR)")
     args = ap.parse_args()
+    if args.llama_cpp:
+        sys.path.insert(0, args.llama_cpp)
+        os.environ["PYTHONPATH"] = os.pathsep.join([args.llama_cpp, os.environ.get("PYTHONPATH", "")])
     if args.quick:
         args.new = min(args.new, 16)
     systems = set(args.only.split(",")) if args.only else {"zoo", "transformers", "llama.cpp"}
+    llama_info = ""
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp
+
+        llama_info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
     except ImportError:
         if "llama.cpp" in systems:
             print("llama-cpp-python is not installed: the llama.cpp rows are skipped "
@@ -448,6 +461,10 @@ def main() -> int:
         rows.append({"system": system, "weights": weights, "mb_per_token": rec["bytes"] / 1e6, "decode_b1": tps,
                      "decode_b8": BATCH / rec["b8"], "gbps": rec["bytes"] * tps / 1e9, "prefill": PREFILL / rec["prefill"],
                      "peak_rss_mb": rec["rss"], "others_busy": rec["busy"]})
+    caps = {k: os.environ[k] for k in ("ZOO_KERNELS_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+            if k in os.environ}
+    if caps or llama_info:
+        print(f"\ninstruction sets: {caps or 'all the CPU has'}; llama.cpp: {llama_info or '-'}")
     print(f"\nCPU: {cpu_name()} ({isa()}), {args.threads} threads; read bandwidth (torch.sum over 1 GiB) "
           f"{bw:.1f} GB/s; {'quick model' if args.quick else '134M Llama'}, prompt {PROMPT}, {args.new} new tokens "
           f"(b=8: {new_b}), prefill {PREFILL}; best of {args.repeats}, interleaved\n")

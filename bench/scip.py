@@ -36,6 +36,35 @@ from zoo.data.prune import normalize  # noqa: E402
 from zoo.recipes.tiny_code import split_corpus  # noqa: E402
 
 
+def build_corpus(train: list[Path], root: Path, fraction: float, rate: float, seed: int) -> dict[str, str]:
+    """root/corpus: every file of `train` once, a seeded `fraction` of them corrupted (one kind
+    per file, round robin over KINDS, `rate` of its sites); root/originals: the clean originals
+    of the corrupted ones. Returns {corpus file name: "clean" or the corruption kind}."""
+    corpus = root / "corpus"
+    rng = random.Random(seed)
+    chosen = set(rng.sample(range(len(train)), round(fraction * len(train))))
+    label: dict[str, str] = {}
+    n = 0
+    for i, f in enumerate(train):
+        rel = hashlib.sha256(str(f).encode()).hexdigest()[:8] + "_" + f.name
+        text = f.read_text(encoding="utf-8", errors="replace")
+        kind = "clean"
+        if i in chosen:
+            for k in KINDS[n % len(KINDS):] + KINDS[:n % len(KINDS)]:
+                out = corrupt(text, k, rate=rate, seed=seed + i)
+                if out is not None:
+                    text, kind = out, k
+                    break
+            n += 1
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / rel).write_text(text, encoding="utf-8")
+        label[rel] = kind
+        if kind != "clean":  # its clean original, for the paired analysis
+            (root / "originals").mkdir(parents=True, exist_ok=True)
+            (root / "originals" / rel).write_text(f.read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
+    return label
+
+
 def plot_scip(result: dict, path: Path, note: str = "") -> None:
     """The two tables main prints: per group, the shares in the smallest clusters, among the
     farthest and removed by SCIP (unpaired); per corruption, the share farther from its centroid
@@ -99,27 +128,7 @@ def main() -> None:
     train = train[:args.limit] if args.limit else train
     root = Path(args.work or tempfile.mkdtemp(prefix="scip-"))
     corpus = root / "corpus"
-    rng = random.Random(args.seed)
-    chosen = set(rng.sample(range(len(train)), round(args.fraction * len(train))))
-    label: dict[str, str] = {}
-    n = 0
-    for i, f in enumerate(train):
-        rel = hashlib.sha256(str(f).encode()).hexdigest()[:8] + "_" + f.name
-        text = f.read_text(encoding="utf-8", errors="replace")
-        kind = "clean"
-        if i in chosen:
-            for k in KINDS[n % len(KINDS):] + KINDS[:n % len(KINDS)]:
-                out = corrupt(text, k, rate=args.rate, seed=args.seed + i)
-                if out is not None:
-                    text, kind = out, k
-                    break
-            n += 1
-        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
-        (corpus / rel).write_text(text, encoding="utf-8")
-        label[rel] = kind
-        if kind != "clean":  # its clean original, for the paired analysis
-            (root / "originals").mkdir(parents=True, exist_ok=True)
-            (root / "originals" / rel).write_text(f.read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
+    label = build_corpus(train, root, args.fraction, args.rate, args.seed)
     model = zoo.load("tiny-code", dtype="float32")
     t0 = time.perf_counter()
     emb = embed_corpus(model, corpus, sorted(corpus.glob("*.py")), root / "emb", batch_size=args.batch_size,
