@@ -147,3 +147,52 @@ def test_cli_embed_corrupt_prune(corpus, tmp_path, capsys):
     assert cli(["data", "prune", str(tmp_path), "--embeddings", str(tmp_path / "emb"), "--clusters", "3",
                 "--out", str(tmp_path / "k.txt")]) == 2
     assert "not under" in capsys.readouterr().err
+
+
+@pytest.fixture
+def bert_folder(tmp_path):
+    """A tiny random BERT and its WordPiece tokenizer, as a transformers folder."""
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(
+        "def return import class self if else for in while none true false print len range os sys".split()
+        + list("abcdefghijklmnopqrstuvwxyz0123456789_()[]{}:.,=+-*/<>#'\"")))
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    cfg = transformers.BertConfig(vocab_size=len(words), hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=96, max_position_embeddings=128)
+    torch.manual_seed(0)
+    net = transformers.BertModel(cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.2)  # attention far from uniform
+    net.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, tok, net
+
+
+def test_embed_with_a_transformers_encoder(bert_folder, corpus, tmp_path, capsys):
+    """An encoder folder (not a decoder zoo builds): batches with padding masked equal each file
+    alone through transformers, mean-pooled over its tokens; the CLI picks it by its config."""
+    from zoo.data.hf_encoder import TransformersEncoder, is_encoder_folder
+
+    folder, tok, net = bert_folder
+    assert is_encoder_folder(folder) and not is_encoder_folder(corpus)
+    files = sorted(corpus.rglob("*.py"))
+    emb = embed_corpus(TransformersEncoder(folder), corpus, files, tmp_path / "emb", batch_size=3, max_tokens=40,
+                       progress=False, log=lambda *a: None)
+    assert emb.vectors.shape == (8, 48) and emb.meta["model"] == str(folder)
+    for i, f in enumerate(files):
+        enc = tok(f.read_text(), truncation=True, max_length=40, return_tensors="pt")
+        with torch.no_grad():
+            ref = net(**enc).last_hidden_state[0].mean(0)
+        np.testing.assert_allclose(emb.vectors[i], ref.numpy(), rtol=1e-4, atol=1e-5)
+    assert cli(["data", "embed", str(corpus), "--model", str(folder), "--out", str(tmp_path / "emb2"),
+                "--max-tokens", "40", "--no-progress"]) == 0
+    assert "tokens/s" in capsys.readouterr().out
+    np.testing.assert_allclose(load_embeddings(tmp_path / "emb2").vectors, emb.vectors, rtol=1e-5, atol=1e-6)
+    assert cli(["data", "embed", str(corpus), "--model", str(folder), "--out", str(tmp_path / "emb3"),
+                "--max-tokens", "1000", "--no-progress"]) == 2  # past the encoder's 128 positions
+    assert "context" in capsys.readouterr().err

@@ -27,7 +27,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     files = corpus_files(args.corpus, _suffixes(args))
     root = Path(args.corpus) if Path(args.corpus).is_dir() else Path(args.corpus).parent
-    model = api.load(args.model, device=args.device, dtype=args.dtype)
+    from ..data.hf_encoder import TransformersEncoder, is_encoder_folder
+
+    if is_encoder_folder(args.model):  # BERT-like folders: transformers' AutoModel, not zoo's loader
+        model = TransformersEncoder(args.model, device=args.device, dtype=args.dtype)
+    else:
+        model = api.load(args.model, device=args.device, dtype=args.dtype)
     emb = embed_corpus(model, root, files, args.out, batch_size=args.batch_size, max_tokens=args.max_tokens,
                        pooling=args.pooling, model_name=str(args.model), progress=not args.no_progress)
     print(f"wrote {Path(args.out) / 'embeddings.f32'}: {len(emb.files)} x {emb.vectors.shape[1]} float32")
@@ -108,7 +113,8 @@ def register(sub: Any) -> None:
                                     "(N x dim float32, memory-mapped) and OUT/index.json (the files). An "
                                     "interrupted run resumes where it stopped.")
     e.add_argument("corpus", help="a folder of files (searched recursively)")
-    e.add_argument("--model", required=True, help="a checkpoint folder, catalog name (e.g. tiny-code) or Hub repo")
+    e.add_argument("--model", required=True, help="a checkpoint folder, catalog name (e.g. tiny-code) or Hub repo; "
+                   "or a transformers encoder folder (BERT, RoBERTa, ...: needs transformers)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--batch-size", type=int, default=8, help="files per forward pass (default 8)")
     e.add_argument("--max-tokens", type=int, default=512, help="tokens read from each file (default 512)")

@@ -1,5 +1,6 @@
-"""File embeddings for a corpus (`zoo data embed`): any zoo model's final-norm hidden states,
-pooled over each file's first `max_tokens` tokens, written as a memory-mapped float32 array.
+"""File embeddings for a corpus (`zoo data embed`): any zoo model's final-norm hidden states (or
+a transformers encoder's last hidden states, zoo.data.hf_encoder), pooled over each file's first
+`max_tokens` tokens, written as a memory-mapped float32 array.
 
 Output folder:
 
@@ -60,20 +61,41 @@ def _pool(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Te
     return (hidden * mask[..., None]).sum(1) / lengths[:, None].to(hidden.dtype)
 
 
+class ZooEmbedder:
+    """The embedder interface over a zoo model: its tokenizer (no BOS), its final-norm hidden
+    states (causal: right padding never reaches a real token)."""
+
+    def __init__(self, model: Any, name: str | None = None):
+        self.model = model
+        self.tokenizer = model._need_tokenizer()
+        self.name = name or model.spec.name
+        self.dim = int(model.spec.arch.dim)
+        self.context = getattr(getattr(model, "cfg", None), "max_seq_len", None)
+        self.pad_id = 0
+        self.device = next(model.parameters()).device
+
+    def token_ids(self, text: str, max_tokens: int) -> list[int]:
+        return self.tokenizer.encode(text, bos=False)[:max_tokens] or [max(self.tokenizer.eos_id, 0)]
+
+    def hidden(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model.hidden_states(batch.to(self.device))
+
+
 def embed_corpus(model: Any, root: str | os.PathLike[str], files: Sequence[str | os.PathLike[str]],
                  out: str | os.PathLike[str], *, batch_size: int = 8, max_tokens: int = 512,
                  pooling: str = "mean", model_name: str | None = None, progress: bool | None = None,
                  log: Any = print) -> Embeddings:
-    """Embed `files` (under `root`) with `model` into the folder `out` (module docstring);
-    resumes a previous run of the same settings. Returns the finished embeddings."""
+    """Embed `files` (under `root`) with `model` (a zoo model, or an embedder such as
+    zoo.data.hf_encoder.TransformersEncoder) into the folder `out` (module docstring); resumes a
+    previous run of the same settings. Returns the finished embeddings."""
     from tqdm.auto import tqdm
 
     if pooling not in POOLING:
         raise UsageError(f"pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     if batch_size < 1 or max_tokens < 1:
         raise UsageError(f"batch_size and max_tokens must be >= 1, got {batch_size} and {max_tokens}")
-    tok = model._need_tokenizer()
-    limit = getattr(getattr(model, "cfg", None), "max_seq_len", None)
+    embedder = model if hasattr(model, "token_ids") else ZooEmbedder(model, model_name)
+    limit = embedder.context
     if limit is not None and max_tokens > limit:
         raise UsageError(f"max_tokens {max_tokens} is past the model's context of {limit} tokens")
     root, out = Path(root), Path(out)
@@ -81,8 +103,8 @@ def embed_corpus(model: Any, root: str | os.PathLike[str], files: Sequence[str |
         rel = [Path(f).resolve().relative_to(root.resolve()).as_posix() for f in files]
     except ValueError as e:
         raise UsageError(f"a file outside the corpus folder {root}: {e}") from None
-    dim = int(model.spec.arch.dim)
-    meta = {"files": rel, "dim": dim, "model": model_name or model.spec.name, "pooling": pooling,
+    dim = embedder.dim
+    meta = {"files": rel, "dim": dim, "model": model_name or embedder.name, "pooling": pooling,
             "max_tokens": max_tokens, "dtype": "float32", "done": 0}
     out.mkdir(parents=True, exist_ok=True)
     start = 0
@@ -96,27 +118,29 @@ def embed_corpus(model: Any, root: str | os.PathLike[str], files: Sequence[str |
             log(f"{out}: an earlier run with other files or settings; starting over")
     mode = "r+" if start and (out / ARRAY).is_file() else "w+"
     vectors = np.memmap(out / ARRAY, dtype=np.float32, mode=mode, shape=(max(len(rel), 1), dim))
-    was = model.training
-    model.eval()
+    net = getattr(embedder, "model", None) or getattr(embedder, "net", None)
+    was = bool(getattr(net, "training", False))
+    if net is not None:
+        net.eval()
     n_tokens, t0 = 0, time.perf_counter()
     bar = tqdm(total=len(rel), initial=start, desc="embedding", unit="file", disable=None if progress is None else not progress)
     with bar, torch.no_grad():
         for b in range(start, len(rel), batch_size):
             texts = [(root / r).read_text(encoding="utf-8", errors="replace") for r in rel[b:b + batch_size]]
-            ids = [tok.encode(t, bos=False)[:max_tokens] or [max(tok.eos_id, 0)] for t in texts]
+            ids = [embedder.token_ids(t, max_tokens) for t in texts]
             lengths = torch.tensor([len(i) for i in ids])
-            batch = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+            batch = torch.full((len(ids), int(lengths.max())), embedder.pad_id, dtype=torch.long)
             for i, row in enumerate(ids):
                 batch[i, :len(row)] = torch.tensor(row)
-            device = next(model.parameters()).device
-            hidden = model.hidden_states(batch.to(device)).float().cpu()
+            hidden = embedder.hidden(batch, lengths).float().cpu()
             vectors[b:b + len(ids)] = _pool(hidden, lengths, pooling).numpy()
             vectors.flush()
             n_tokens += int(lengths.sum())
             meta["done"] = b + len(ids)
             write_text_atomic(out / INDEX, json.dumps(meta) + "\n")
             bar.update(len(ids))
-    model.train(was)
+    if net is not None:
+        net.train(was)
     seconds = time.perf_counter() - t0
     if meta["done"] > start:
         log(f"embedded {meta['done'] - start} files, {n_tokens:,} tokens in {seconds:.1f} s: "
