@@ -253,6 +253,36 @@ static T512 void f32_512_row1(const float *x, const zoo_weight *w, float *y, int
     }
 }
 
+/* bf16, one input row: one weight row at a time, 4 chains (even / odd halves of two 64-byte loads) */
+static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1, int64_t N,
+                              int64_t K) {
+    (void)N;
+    const uint16_t *q = (const uint16_t *)w->data;
+    const int64_t h = K / 2;
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    for (int64_t n = n0; n < n1; n++) {
+        const uint16_t *wr = q + n * K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int64_t j = 0;
+        for (; j + 32 <= h; j += 32) {
+            PREFETCH(wr + 2 * j);
+            PREFETCH(wr + 2 * j + 32);
+            __m512i v0 = _mm512_loadu_si512((const void *)(wr + 2 * j));
+            __m512i v1 = _mm512_loadu_si512((const void *)(wr + 2 * j + 32));
+            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + j), a0);
+            a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_loadu_ps(x + h + j), a1);
+            a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), _mm512_loadu_ps(x + j + 16), a2);
+            a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, top)), _mm512_loadu_ps(x + h + j + 16), a3);
+        }
+        for (; j < h; j += 16) {
+            __m512i v0 = _mm512_loadu_si512((const void *)(wr + 2 * j));
+            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + j), a0);
+            a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_loadu_ps(x + h + j), a1);
+        }
+        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
 /* ------------------------------------------------------------------ AVX2 */
 #define T256 __attribute__((target("avx2,fma")))
 
@@ -474,7 +504,7 @@ void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float 
                          : w->type == ZW_INT4 ? (wide ? I4_512 : I4_256) : B16_512;
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
         int64_t mm = M - m0 < 8 ? M - m0 : 8;
-        table[mm](in + m0 * K, w, y + m0 * N, n0, n1, N, K);
+        (mm == 1 && w->type == ZW_BF16 ? b16_512_row1 : table[mm])(in + m0 * K, w, y + m0 * N, n0, n1, N, K);
     }
 }
 

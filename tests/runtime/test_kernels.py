@@ -227,3 +227,15 @@ def test_prefill_on_native_kernels_equals_eager(extra: list[str]) -> None:
             outs.append(model(tokens[:, 70:], cache=cache))  # 80 queries after 70 cached keys
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=1e-4)
     assert "zoo fused RMSNorm" in zoo.compile("llama-2-7b", backend="sdpa").explain()
+
+
+@pytest.mark.skipif(not kernels._ONEDNN, reason="oneDNN's float32 GEMM is the prefill linear of AVX-512 CPUs only")
+def test_prefill_linear_on_avx512_is_onednn_float32() -> None:
+    x, w, b = torch.randn(2, 70, 96), torch.randn(40, 96), torch.randn(40)
+    y = kernels.cpu_linear(x, w, b)
+    ref = (x.double() @ w.double().t() + b.double()).float()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    assert kernels.onednn_linear(x, w.bfloat16(), None) is None  # float32 only (bf16: torch's own)
+    w.requires_grad_(True)
+    with torch.enable_grad():
+        assert kernels.onednn_linear(x, w, None) is None  # autograd: torch's linear
