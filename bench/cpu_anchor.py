@@ -28,7 +28,7 @@ it the llama.cpp rows are skipped.
 
 An AVX2 machine, emulated on an AVX-512 one: cap every system's instruction set, zoo's kernels
 (ZOO_KERNELS_ISA=avx2), torch's (ATEN_CPU_CAPABILITY=avx2), MKL's (MKL_ENABLE_INSTRUCTIONS=AVX2),
-and build llama.cpp without AVX-512 (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF ..."
+oneDNN's (ONEDNN_MAX_CPU_ISA=AVX2), and build llama.cpp without AVX-512 (CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF ..."
 pip install --target DIR llama-cpp-python), then pass --llama-cpp DIR.
 """
 
@@ -461,8 +461,8 @@ def main() -> int:
         rows.append({"system": system, "weights": weights, "mb_per_token": rec["bytes"] / 1e6, "decode_b1": tps,
                      "decode_b8": BATCH / rec["b8"], "gbps": rec["bytes"] * tps / 1e9, "prefill": PREFILL / rec["prefill"],
                      "peak_rss_mb": rec["rss"], "others_busy": rec["busy"]})
-    caps = {k: os.environ[k] for k in ("ZOO_KERNELS_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
-            if k in os.environ}
+    caps = {k: os.environ[k] for k in ("ZOO_KERNELS_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                                       "ONEDNN_MAX_CPU_ISA") if k in os.environ}
     if caps or llama_info:
         print(f"\ninstruction sets: {caps or 'all the CPU has'}; llama.cpp: {llama_info or '-'}")
     print(f"\nCPU: {cpu_name()} ({isa()}), {args.threads} threads; read bandwidth (torch.sum over 1 GiB) "

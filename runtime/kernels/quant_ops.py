@@ -92,7 +92,7 @@ def bf16_prefill() -> bool:
     """Whether prefill GEMMs of quantized weights run in bfloat16 here (the CPU has AVX512_BF16;
     ZOO_QUANT_PREFILL=float32 turns it off)."""
     global _BF16
-    if _BF16 is None:
+    if _BF16 is None:  # read once, after the library has applied ZOO_KERNELS_ISA
         lib = library()
         _BF16 = bool(lib is not None and lib.zoo_cpu_bf16()) and os.environ.get("ZOO_QUANT_PREFILL") != "float32"
     return _BF16
