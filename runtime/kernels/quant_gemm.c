@@ -228,32 +228,25 @@ static float *split_here(const float *x, int64_t M, int64_t K) {
         }                                                                                                       \
     }
 
-/* float32, one input row: one weight row at a time (one stream per thread), 4 chains over k:
- * 12 % more bandwidth than 4 rows side by side here (36-40 against 30-36 GB/s, 2 threads) */
+/* float32 / bf16, one input row: one weight row at a time (one stream per thread: 36-40 GB/s
+ * against 30-36 for four rows side by side at batch 1 here). One FMA chain per output in the
+ * order of the multi-row kernels above, so a row's result does not depend on how many rows
+ * come with it (self-speculative decoding compares the two). */
 static T512 void f32_512_row1(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1, int64_t N,
                               int64_t K) {
     (void)N;
     const float *q = (const float *)w->data;
     for (int64_t n = n0; n < n1; n++) {
         const float *wr = q + n * K;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int64_t k = 0;
-        for (; k + 64 <= K; k += 64) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
             PREFETCH(wr + k);
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(x + k), a0);
-            PREFETCH(wr + k + 16);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k + 16), _mm512_loadu_ps(x + k + 16), a1);
-            PREFETCH(wr + k + 32);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k + 32), _mm512_loadu_ps(x + k + 32), a2);
-            PREFETCH(wr + k + 48);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k + 48), _mm512_loadu_ps(x + k + 48), a3);
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(x + k), acc);
         }
-        for (; k < K; k += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(x + k), a0);
-        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        y[n] = _mm512_reduce_add_ps(acc);
     }
 }
 
-/* bf16, one input row: one weight row at a time, 4 chains (even / odd halves of two 64-byte loads) */
 static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1, int64_t N,
                               int64_t K) {
     (void)N;
@@ -262,24 +255,14 @@ static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int
     const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
     for (int64_t n = n0; n < n1; n++) {
         const uint16_t *wr = q + n * K;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        int64_t j = 0;
-        for (; j + 32 <= h; j += 32) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t j = 0; j < h; j += 16) {
             PREFETCH(wr + 2 * j);
-            PREFETCH(wr + 2 * j + 32);
-            __m512i v0 = _mm512_loadu_si512((const void *)(wr + 2 * j));
-            __m512i v1 = _mm512_loadu_si512((const void *)(wr + 2 * j + 32));
-            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + j), a0);
-            a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_loadu_ps(x + h + j), a1);
-            a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), _mm512_loadu_ps(x + j + 16), a2);
-            a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, top)), _mm512_loadu_ps(x + h + j + 16), a3);
+            __m512i v = _mm512_loadu_si512((const void *)(wr + 2 * j));
+            acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), _mm512_loadu_ps(x + j), acc);
+            acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, top)), _mm512_loadu_ps(x + h + j), acc);
         }
-        for (; j < h; j += 16) {
-            __m512i v0 = _mm512_loadu_si512((const void *)(wr + 2 * j));
-            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + j), a0);
-            a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_loadu_ps(x + h + j), a1);
-        }
-        y[n] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        y[n] = _mm512_reduce_add_ps(acc);
     }
 }
 

@@ -80,9 +80,32 @@ static inline float w1_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
 KERNELS_FOR(f32, float)
 KERNELS_FOR(bf16, uint16_t)
 
+/* One input row, float32 or bf16: one weight row at a time (one stream per thread; at batch 1
+ * the prefetchers follow it better than 4 rows side by side). One FMA chain per output, in the
+ * order of the kernels above, so a row's result does not depend on M. */
+#define ROW1(T, WT)                                                                           \
+    static void rows_##T##_row1(const float *x, const WT *w, float *y, int64_t n0, int64_t n1, \
+                                int64_t N, int64_t K) {                                       \
+        (void)N;                                                                              \
+        for (int64_t n = n0; n < n1; n++) {                                                   \
+            const WT *wr = w + n * K;                                                         \
+            __m256 acc = _mm256_setzero_ps();                                                 \
+            int64_t k = 0;                                                                    \
+            for (; k + 8 <= K; k += 8) {                                                      \
+                if (((k * (int64_t)sizeof(WT)) & 63) == 0) PREFETCH(wr + k);                  \
+                acc = _mm256_fmadd_ps(LOADW_##T(wr + k), _mm256_loadu_ps(x + k), acc);        \
+            }                                                                                 \
+            float s = hsum(acc);                                                              \
+            for (; k < K; k++) s += w1_##T(wr + k) * x[k];                                    \
+            y[n] = s;                                                                         \
+        }                                                                                     \
+    }
+ROW1(f32, float)
+ROW1(bf16, uint16_t)
+
 typedef void (*row_fn)(const float *, const void *, float *, int64_t, int64_t, int64_t, int64_t);
 #define TABLE(T)                                                                                              \
-    {0, (row_fn)rows_##T##_4_1, (row_fn)rows_##T##_4_2, (row_fn)rows_##T##_2_3, (row_fn)rows_##T##_2_4,     \
+    {0, (row_fn)rows_##T##_row1, (row_fn)rows_##T##_4_2, (row_fn)rows_##T##_2_3, (row_fn)rows_##T##_2_4,     \
      (row_fn)rows_##T##_1_5, (row_fn)rows_##T##_1_6, (row_fn)rows_##T##_1_7, (row_fn)rows_##T##_1_8}
 static const row_fn KERNELS[2][9] = {TABLE(f32), TABLE(bf16)}; /* [weights are bf16][input rows] */
 static inline size_t wsize(int bf16) { return bf16 ? 2 : 4; }

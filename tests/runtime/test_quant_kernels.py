@@ -198,3 +198,15 @@ def test_quantized_models_decode_in_the_native_step(isa: int, section: dict, flo
         assert m.generate([[5, 6, 7]], max_new_tokens=6) == ref.generate([[5, 6, 7]], max_new_tokens=6)
     m._step = None  # op by op, each QuantLinear on its own kernel: the same numbers
     torch.testing.assert_close(run(m), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_rows_result_does_not_depend_on_how_many_rows_come_with_it(isa: int, dtype: torch.dtype) -> None:
+    """Batch 1 has its own kernels (one weight row per thread); they sum in the multi-row
+    kernels' order, bit for bit (self-speculative decoding compares one-row and many-row steps)."""
+    for k in (96, 100, 768):
+        w = torch.randn(70, k, generator=torch.Generator().manual_seed(k)).to(dtype)
+        x = torch.randn(9, k)
+        ys = kernels.small_linear(x, w, None)
+        for m in range(1, 9):
+            assert torch.equal(kernels.small_linear(x[:m], w, None), ys[:m]), (k, m)
