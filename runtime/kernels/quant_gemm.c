@@ -58,7 +58,13 @@ int zoo_set_isa(int which) {
 }
 
 /* ------------------------------------------------------------------ x split into even / odd */
+/* Bumped by every split: a thread's int8 copy of a split x (the AVX2 int4 kernel's) is reused
+ * only while no split has happened since it was made (block_step.c splits each phase's input
+ * before the phase's projections; its worksharing loops end in barriers). */
+static int64_t split_epoch = 0;
+
 void zoo_split(const float *x, float *xs, int64_t M, int64_t K) {
+    __atomic_fetch_add(&split_epoch, 1, __ATOMIC_RELAXED);
     const int64_t h = K / 2;
     for (int64_t m = 0; m < M; m++) {
         const float *xr = x + m * K;
@@ -424,12 +430,119 @@ static int bf16_dots(const zoo_weight *w, int64_t K) {
     return w->type == ZW_INT4 && !w->zeros && K % 64 == 0 && level() >= 3;
 }
 
+/* ------------------------------------------------------------------ AVX2: int4 x int8 */
+/* On AVX2-only CPUs the float int4 path is compute-bound (7 ops per 16 weights before the FMAs).
+ * Symmetric or not, int4 there multiplies with x rounded to int8 per block of 32 inputs (scale
+ * absmax / 127: llama.cpp's Q4_0 x Q8_0), unsigned nibbles times signed bytes with
+ * _mm256_maddubs_epi16 (no overflow: 2 * 15 * 127 < 2^15), pairs summed with _mm256_madd_epi16,
+ * then per block float32: sum (q - z) xq = sum q xq - z sum xq, times s_w s_x. */
+typedef struct {
+    const float *src;
+    int64_t M, K, epoch, cap;
+    int8_t *q;      /* M x K: per block of 32 inputs, 16 even ones then 16 odd ones */
+    float *scale;   /* M x K/32 */
+    int32_t *sum;   /* M x K/32: sum of the block's int8 values */
+} xq_cache;
+static __thread xq_cache xqc = {0};
+
+static T256 const xq_cache *quantize_x(const float *xs, int64_t M, int64_t K) {
+    const int64_t epoch = __atomic_load_n(&split_epoch, __ATOMIC_RELAXED);
+    if (xqc.src == xs && xqc.M == M && xqc.K == K && xqc.epoch == epoch) return &xqc;
+    if (M * K > xqc.cap) {
+        free(xqc.q);
+        free(xqc.scale);
+        free(xqc.sum);
+        xqc.q = (int8_t *)malloc(M * K);
+        xqc.scale = (float *)malloc(M * (K / 32) * sizeof(float));
+        xqc.sum = (int32_t *)malloc(M * (K / 32) * sizeof(int32_t));
+        xqc.cap = xqc.q && xqc.scale && xqc.sum ? M * K : 0;
+        xqc.src = NULL;
+        if (!xqc.cap) return NULL;
+    }
+    const int64_t h = K / 2, B = K / 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t m = 0; m < M; m++) {
+        const float *e = xs + m * K, *o = e + h;
+        for (int64_t b = 0; b < B; b++) {
+            __m256 v[4] = {_mm256_loadu_ps(e + 16 * b), _mm256_loadu_ps(e + 16 * b + 8), _mm256_loadu_ps(o + 16 * b),
+                           _mm256_loadu_ps(o + 16 * b + 8)};
+            __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                      _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float amax = _mm_cvtss_f32(m4), d = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+            const __m256 iv = _mm256_set1_ps(inv);
+            __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], iv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], iv));
+            __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], iv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], iv));
+            /* packs work per 128-bit lane: restore the order with one dword permute */
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(xqc.q + m * K + 32 * b), p);
+            __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), p);
+            __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+            xqc.scale[m * B + b] = d;
+            xqc.sum[m * B + b] = _mm_cvtsi128_si32(t);
+        }
+    }
+    xqc.src = xs;
+    xqc.M = M;
+    xqc.K = K;
+    xqc.epoch = epoch;
+    return &xqc;
+}
+
+#define K256_I4Q(R, MM)                                                                                          \
+    static T256 void i4q_256_##R##_##MM(const xq_cache *c, int64_t m0, const zoo_weight *w, float *y, int64_t n0, \
+                                        int64_t n1, int64_t N, int64_t K) {                                     \
+        const uint8_t *q = (const uint8_t *)w->data;                                                            \
+        const int64_t h = K / 2, G = K / w->group, B = K / 32, per = w->group / 32;                              \
+        const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4), low = _mm256_set1_epi8(15);            \
+        const __m256i ones = _mm256_set1_epi16(1);                                                               \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m256 acc[R][MM];                                                                                  \
+            float corr[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps(), corr[r][m] = 0.f;                 \
+            for (int64_t b = 0; b < B; b++) {                                                                   \
+                const int64_t g = b / per;                                                                      \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    const int64_t row = n + (r < rr ? r : rr - 1);                                              \
+                    if ((b & 3) == 0) PREFETCH(q + row * h + 16 * b);                                           \
+                    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(q + row * h + 16 * b))); \
+                    v = _mm256_and_si256(_mm256_srlv_epi32(v, shift), low);                                     \
+                    const float sw = w->scales[row * G + g];                                                    \
+                    const float z = w->zeros ? (float)w->zeros[row * G + g] : 8.0f;                             \
+                    for (int m = 0; m < MM; m++) {                                                              \
+                        const int64_t mi = (m0 + m) * B + b;                                                    \
+                        __m256i xv = _mm256_loadu_si256((const __m256i *)(c->q + (m0 + m) * K + 32 * b));       \
+                        __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(v, xv), ones);                       \
+                        const float d = sw * c->scale[mi];                                                      \
+                        acc[r][m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d), acc[r][m]);       \
+                        corr[r][m] += d * z * (float)c->sum[mi];                                                \
+                    }                                                                                           \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) y[m * N + n + r] = hsum(acc[r][m]) - corr[r][m];                   \
+        }                                                                                                       \
+    }
+
+FAMILY(K256_I4Q)
+
+typedef void (*xqrow_fn)(const xq_cache *, int64_t, const zoo_weight *, float *, int64_t, int64_t, int64_t, int64_t);
+
 typedef void (*qrow_fn)(const float *, const zoo_weight *, float *, int64_t, int64_t, int64_t, int64_t);
 #define QTABLE(P)                                                                                                \
     {0, P##_4_1, P##_4_2, P##_2_3, P##_2_4, P##_1_5, P##_1_6, P##_1_7, P##_1_8}
 static const qrow_fn I8_512[9] = QTABLE(i8_512), I4_512[9] = QTABLE(i4_512), B16_512[9] = QTABLE(b16_512);
 static const qrow_fn I8_256[9] = QTABLE(i8_256), I4_256[9] = QTABLE(i4_256), F32_512[9] = QTABLE(f32_512);
 typedef void (*brow_fn)(const uint16_t *, const zoo_weight *, float *, int64_t, int64_t, int64_t, int64_t);
+static const xqrow_fn I4Q_256[9] = QTABLE(i4q_256);
 static const brow_fn I4B_512[9] = QTABLE(i4b_512);
 
 /* Whether the stored format can be read by the kernels at this K (checked by the callers too). */
@@ -468,6 +581,15 @@ void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float 
     if (w->type != ZW_INT8) { /* int4 and bf16 read x split into even and odd elements */
         in = xs ? xs : split_here(x, M, K);
         if (!in) return;
+    }
+    if (w->type == ZW_INT4 && !wide) { /* AVX2: int4 times x rounded to int8 blocks */
+        const xq_cache *c = quantize_x(in, M, K);
+        if (!c) return;
+        for (int64_t m0 = 0; m0 < M; m0 += 8) {
+            int64_t mm = M - m0 < 8 ? M - m0 : 8;
+            I4Q_256[mm](c, m0, w, y + m0 * N, n0, n1, N, K);
+        }
+        return;
     }
     if (bf16_dots(w, K)) {
         if (M * K > bscratch_n) {

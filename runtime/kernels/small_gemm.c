@@ -68,7 +68,6 @@ static inline float w1_bf16(const uint16_t *p) { return bf16_to_f32(*p); }
     }
 
 #define KERNELS_FOR(T, WT)                                                                    \
-    KERNEL(T, WT, 4, 1)                                                                       \
     KERNEL(T, WT, 4, 2)                                                                       \
     KERNEL(T, WT, 2, 3)                                                                       \
     KERNEL(T, WT, 2, 4)                                                                       \

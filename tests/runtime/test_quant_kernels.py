@@ -57,6 +57,30 @@ def _bf16_dots(isa: int, bits: int, sym: bool) -> bool:
     return isa == 3 and bits == 4 and sym
 
 
+def _int8_activations(isa: int, bits: int) -> bool:
+    """Whether the kernel rounds x to int8 blocks (int4 on AVX2-only CPUs)."""
+    return isa == 1 and bits == 4
+
+
+def w4a8_reference(x: torch.Tensor, ql: QuantLinear) -> torch.Tensor:
+    """x @ dequant(W)^T with x rounded to int8 per block of 32 inputs (16 even, 16 odd ones:
+    the int4 bytes' order), scale absmax / 127, as llama.cpp's Q8_0 activations; float64 sums."""
+    from zoo.runtime.quant.functional import int4_codes
+
+    n, k, g = ql.out_features, ql.in_features, ql.group_size
+    codes = int4_codes(ql.qweight, getattr(ql, "zeros", None), g).double()
+    scales = ql.scales.double()
+    out = torch.zeros(x.shape[0], n, dtype=torch.float64)
+    for m in range(x.shape[0]):
+        for b in range(k // 32):
+            idx = torch.cat([torch.arange(32 * b, 32 * b + 32, 2), torch.arange(32 * b + 1, 32 * b + 32, 2)])
+            blk = x[m, idx]
+            amax = blk.abs().max()
+            xq = torch.round(blk * (torch.tensor(127.0) / amax)) if amax > 0 else torch.zeros(32)
+            out[m] += (codes[:, idx] @ xq.double()) * scales[:, 32 * b // g] * (amax / 127).double()
+    return out
+
+
 SCHEMES = [(8, None, True), (4, 32, True), (4, 32, False), (4, 64, False), (4, 128, True)]
 
 
@@ -68,8 +92,11 @@ def test_decode_kernel_equals_the_dequantized_matmul(isa: int, bits: int, g: int
     ql = QuantLinear.from_linear(lin, bits, g, sym)
     x = torch.randn(rows, k, generator=torch.Generator().manual_seed(rows))
     assert ql.kernel_for(x) == "native"
-    xr = x.bfloat16() if _bf16_dots(isa, bits, sym) else x  # symmetric int4 with bf16 dots: x rounded to bf16
-    ref = torch.nn.functional.linear(xr.double(), ql.dequantized_weight(torch.float64), lin.bias.double())
+    if _int8_activations(isa, bits):
+        ref = w4a8_reference(x, ql) + lin.bias.double()
+    else:
+        xr = x.bfloat16() if _bf16_dots(isa, bits, sym) else x  # symmetric int4 with bf16 dots: x rounded to bf16
+        ref = torch.nn.functional.linear(xr.double(), ql.dequantized_weight(torch.float64), lin.bias.double())
     with torch.no_grad():
         y = ql(x)
     assert y.dtype == torch.float32 and y.shape == (rows, n)
@@ -191,13 +218,23 @@ def test_quantized_models_decode_in_the_native_step(isa: int, section: dict, flo
 
     y, y_ref = run(m), run(ref)
     assert taken == [True] * 6  # the prompt (20 rows) and every step: one native call each
-    if _bf16_dots(isa, 4 if section["kind"] == "int4" else 8, section.get("symmetric", True)):
-        assert (y - y_ref).abs().max() <= 1e-2 * y_ref.abs().max()  # activations rounded to bf16
+    bits = 4 if section["kind"] == "int4" else 8
+    # kernels that round the activations are discontinuous in them: the native step's attention and
+    # torch's differ by ~1e-7, which can move a value across a rounding boundary (one int8 step is
+    # 1/127 of its block's largest), and 3 random layers of gain ~1.6 carry that to the logits
+    rounding = 5e-2 if _int8_activations(isa, bits) else 2e-2 if _bf16_dots(isa, bits, section.get("symmetric", True)) \
+        else None
+    if rounding:
+        assert (y - y_ref).abs().max() <= rounding * y_ref.abs().max()
     else:
         torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
         assert m.generate([[5, 6, 7]], max_new_tokens=6) == ref.generate([[5, 6, 7]], max_new_tokens=6)
     m._step = None  # op by op, each QuantLinear on its own kernel: the same numbers
-    torch.testing.assert_close(run(m), y, rtol=1e-5, atol=1e-5)
+    y_op = run(m)
+    if rounding:
+        assert (y_op - y).abs().max() <= rounding * y.abs().max()
+    else:
+        torch.testing.assert_close(y_op, y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
