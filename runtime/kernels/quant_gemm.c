@@ -662,9 +662,41 @@ static T512 void dequant_row_512(const zoo_weight *w, int64_t n, int64_t K, floa
     }
 }
 
+static T256 void dequant_row_256(const zoo_weight *w, int64_t n, int64_t K, float *o) {
+    if (w->type == ZW_INT8) {
+        const int8_t *q = (const int8_t *)w->data + n * K;
+        const __m256 sv = _mm256_set1_ps(w->scales[n]);
+        int64_t k = 0;
+        for (; k + 8 <= K; k += 8)
+            _mm256_storeu_ps(o + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                      _mm_loadl_epi64((const __m128i *)(q + k)))), sv));
+        for (; k < K; k++) o[k] = (float)q[k] * w->scales[n];
+        return;
+    }
+    const uint8_t *q = (const uint8_t *)w->data + n * (K / 2);
+    const int64_t G = K / w->group;
+    const __m256i low = _mm256_set1_epi32(15);
+    for (int64_t g = 0; g < G; g++) {
+        const __m256 sv = _mm256_set1_ps(w->scales[n * G + g]);
+        const __m256 zv = _mm256_set1_ps(w->zeros ? (float)w->zeros[n * G + g] : 8.0f);
+        for (int64_t k = g * w->group; k < (g + 1) * w->group; k += 16) {
+            __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + k / 2)));
+            __m256 lo = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b, low)), zv), sv);
+            __m256 hi = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)), zv), sv);
+            __m256 a = _mm256_unpacklo_ps(lo, hi), c = _mm256_unpackhi_ps(lo, hi); /* per 128-bit lane */
+            _mm256_storeu_ps(o + k, _mm256_permute2f128_ps(a, c, 0x20));
+            _mm256_storeu_ps(o + k + 8, _mm256_permute2f128_ps(a, c, 0x31));
+        }
+    }
+}
+
 static void dequant_row(const zoo_weight *w, int64_t n, int64_t K, float *o) {
     if (avx512() && (w->type == ZW_INT8 || w->group % 32 == 0)) {
         dequant_row_512(w, n, K, o);
+        return;
+    }
+    if (w->type == ZW_INT8 || w->group % 16 == 0) {
+        dequant_row_256(w, n, K, o);
         return;
     }
     if (w->type == ZW_INT8) {

@@ -134,7 +134,7 @@ def test_prefill_dequantizes_then_multiplies(bits: int, g: int | None, sym: bool
     torch.testing.assert_close(y.double(), ref, rtol=8e-3, atol=8e-3 * ref.abs().max().item())
 
 
-def test_dequantize_op_equals_the_python_definition() -> None:
+def test_dequantize_op_equals_the_python_definition(isa: int) -> None:
     for bits, g, sym in SCHEMES:
         ql = QuantLinear.from_linear(_linear(40, 128, seed=bits), bits, g, sym)
         z = getattr(ql, "zeros", None)
