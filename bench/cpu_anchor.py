@@ -23,7 +23,7 @@ tokens of zoo float32 and llama.cpp F32 are compared.
 
 llama.cpp is driven through llama-cpp-python's low-level API (llama_batch / llama_decode, one
 sequence id per row, greedy over the returned logits), which is what its batched examples do.
-llama-cpp-python is a bench extra (`pip install llama-cpp-python`, ~10 minutes to build); without
+llama-cpp-python is a bench extra (`pip install -e '.[bench]'`, ~10 minutes to build); without
 it the llama.cpp rows are skipped.
 
 An AVX2 machine, emulated on an AVX-512 one: cap every system's instruction set, zoo's kernels

@@ -42,7 +42,7 @@ ARMS = ("unpruned", "SCIP-pruned", "randomly pruned")
 
 def plot_downstream(result: dict, path: Path, note: str = "") -> None:
     """Held-out bits per byte of each arm (one dot per seed, the bar their mean) and the share of
-    corrupted files in each arm's training files. matplotlib (the `docs` extra) is imported here."""
+    corrupted files left in each arm's training files. matplotlib (the `docs` extra) is imported here."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,10 +54,10 @@ def plot_downstream(result: dict, path: Path, note: str = "") -> None:
     left.barh(range(len(rows)), means, 0.6, color=["#8c8c8c", "#2b8cbe", "#fdae6b"][:len(rows)])
     for i, r in enumerate(rows):
         left.plot(r["bpb"], [i] * len(r["bpb"]), "k.", markersize=8)
-        left.text(means[i], i, f"  {means[i]:.4f}", va="center", fontsize=8)
+        left.text(max(r["bpb"]), i, f"   mean {means[i]:.4f}", va="center", fontsize=8)
     lo, hi = min(min(r["bpb"]) for r in rows), max(max(r["bpb"]) for r in rows)
     pad = max(hi - lo, 1e-3)
-    left.set_xlim(lo - pad, hi + 2 * pad)
+    left.set_xlim(lo - pad, hi + 3 * pad)
     left.set_yticks(range(len(rows)), [r["arm"] for r in rows])
     left.invert_yaxis()
     left.set(xlabel="held-out bits per byte (clean code; lower is better)",
@@ -65,7 +65,7 @@ def plot_downstream(result: dict, path: Path, note: str = "") -> None:
     right.barh(range(len(rows)), [100 * r["corrupted_share"] for r in rows], 0.6, color="#8c6bb1")
     right.set_yticks(range(len(rows)), [r["arm"] for r in rows])
     right.invert_yaxis()
-    right.set(xlabel="% of the arm's training files that are corrupted", title="what pruning removed")
+    right.set(xlabel="% of the arm's training files that are corrupted", title="corrupted files left after pruning")
     for ax in (left, right):
         ax.grid(axis="x", color="#dddddd")
         ax.set_axisbelow(True)

@@ -65,17 +65,23 @@ PAIRED = [("all kinds", 80, .538, .0026, .012, .0), ("remove_closing_bracket", 1
 SCIP = {"prune": 0.2, "rate": 0.3, "clusters": 12,
         "unpaired": [dict(zip(("name", "n", "in_small", "distance", "far", "pruned"), r)) for r in UNPAIRED],
         "paired": [dict(zip(("name", "n", "farther", "delta", "smaller", "larger"), r)) for r in PAIRED]}
+DOWNSTREAM = {"tokens": 614400, "steps": 300, "prune": 0.2, "rate": 0.3,
+              "rows": [{"arm": "unpruned", "corrupted_share": 0.25, "bpb": [2.4092, 2.3874]},
+                       {"arm": "SCIP-pruned", "corrupted_share": 0.248, "bpb": [2.4006, 2.3768]},
+                       {"arm": "randomly pruned", "corrupted_share": 0.223, "bpb": [2.3913, 2.3772]}]}
 
 
 def draw(out: Path = DOCS) -> list[Path]:
     btx = bench("btx")
     rows = [{"method": m, "tokens": t, "loss": dict(zip(btx.DOMAINS, losses)), "mean": sum(losses) / len(losses)}
             for m, t, *losses in BTX]
-    paths = [out / "btx-losses.png", out / "tokenizer-study.png", out / "tokenizer-swap.png", out / "scip.png"]
+    paths = [out / "btx-losses.png", out / "tokenizer-study.png", out / "tokenizer-swap.png", out / "scip.png",
+             out / "scip-downstream.png"]
     btx.plot_losses(rows, paths[0], btx.plot_title(BTX_CONFIG, rows), NOTE.format("btx.md"))
     bench("tokenizer").plot_study(STUDY, paths[1], NOTE.format("tokenizers.md"))
     bench("tokenizer_swap").plot_swap(SWAP, paths[2], NOTE.format("tokenizers.md"))
     bench("scip").plot_scip(SCIP, paths[3], NOTE.format("data.md"))
+    bench("scip_downstream").plot_downstream(DOWNSTREAM, paths[4], NOTE.format("data.md"))
     return paths
 
 

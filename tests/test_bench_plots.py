@@ -26,7 +26,8 @@ def _is_png(path: Path) -> bool:
 
 def test_docs_figures_draw_every_plot(tmp_path: Path) -> None:
     paths = figures.draw(tmp_path)
-    assert [p.name for p in paths] == ["btx-losses.png", "tokenizer-study.png", "tokenizer-swap.png", "scip.png"]
+    assert [p.name for p in paths] == ["btx-losses.png", "tokenizer-study.png", "tokenizer-swap.png", "scip.png",
+                                       "scip-downstream.png"]
     assert all(_is_png(p) for p in paths)
     for p in paths:  # the committed pictures are the ones the script draws
         assert (ROOT / "docs" / p.name).is_file(), p.name
