@@ -53,12 +53,9 @@ def drive(python: str, folder: str) -> None:
         os.write(fd, b"/system\n")
         read_until(fd, b"system prompt cleared")
         os.write(fd, b"hello zoo\n")
-        after_echo = read_until(fd, b"hello zoo\r\n").split(b"hello zoo\r\n", 1)[1]
-        if not after_echo:  # wait for the first bytes of the reply: then it is streaming
-            ready, _, _ = select.select([fd], [], [], 90.0)
-            assert ready, f"no reply began ({_child_state()})"
-        time.sleep(0.3)
-        os.write(fd, b"\x03")  # mid-reply: 30000 tokens take seconds even on a fast machine
+        read_until(fd, b"hello zoo\r\n")
+        time.sleep(1.0)  # mid-reply: 30000 tokens take several seconds even on a fast machine
+        os.write(fd, b"\x03")
         after = read_until(fd, b"(reply stopped)\r\n>>> ")  # the reply ends and the prompt is back
         assert b"Traceback" not in after, after
         os.write(fd, b"/reset\n")
