@@ -38,7 +38,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -72,14 +71,7 @@ PAIRS = [("F32", "F32"), ("BF16", "BF16"), ("BF16", "F16"), ("int8", "Q8_0"), ("
 
 
 # ---------------------------------------------------------------- the machine
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bench.quant_accuracy import cpu_name  # noqa: E402
 
 
 def isa() -> str:

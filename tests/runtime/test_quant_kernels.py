@@ -17,6 +17,7 @@ from zoo.runtime.kernels import quant_ops
 from zoo.runtime.quant import QuantLinear
 
 import zoo
+from tests.runtime.test_block_step import spy
 from zoo.checkpoint.quantize import quantize_model
 
 pytestmark = pytest.mark.skipif(not kernels.precheck()[0], reason=f"native kernels unavailable: {kernels.precheck()[1]}")
@@ -171,19 +172,6 @@ TINY = ["arch.dim=64", "arch.n_layers=3", "arch.vocab_size=128", "arch.ffn.hidde
         "arch.attention.n_heads=4", "arch.attention.n_kv_heads=2", "arch.max_seq_len=128"]
 
 
-def _spy(model: Any) -> list[bool]:
-    taken: list[bool] = []
-    inner = model._step
-
-    def step(*a: Any, **kw: Any) -> Any:
-        y = inner(*a, **kw)
-        taken.append(y is not None)
-        return y
-
-    model._step = step
-    return taken
-
-
 def _dequantized_reference(float_model: Any, quantized: Any) -> Any:
     """The float model on the eager backend with every quantized linear's dequantized weight."""
     ref = zoo.build("llama-2-7b", TINY, seed=0, backend="eager").eval()
@@ -207,7 +195,7 @@ def test_quantized_models_decode_in_the_native_step(isa: int, section: dict, flo
                 p.normal_(0, 0.1)  # attention far from uniform
     m = quantize_model(copy.deepcopy(base), section)
     ref = _dequantized_reference(base, m)
-    taken = _spy(m)
+    taken = spy(m)
     tokens = torch.randint(0, 128, (2, 24), generator=torch.Generator().manual_seed(0))
     cuts = [10, 11, 12, 16, 17]
 
