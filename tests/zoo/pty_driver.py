@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -46,6 +47,9 @@ def read_until(fd: int, needle: bytes, timeout: float = 90.0) -> bytes:
 def drive(python: str, folder: str) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: the REPL on the pty
+        # a terminal session's Ctrl-C: a runner started in the background (`cmd &` in a script)
+        # ignores SIGINT, exec keeps SIG_IGN, and Python then installs no KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(python, [python, "-m", "zoo", "chat", folder, "--max-new-tokens", "30000", "--system", "Be brief."])
     CHILD[0] = pid
     try:
