@@ -349,6 +349,39 @@ static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int
         }                                                                                                       \
     }
 
+/* bf16 on AVX2: 16 inputs per 32-byte load, the even ones the low halves (shift up), the odd ones
+ * the high halves (mask): two integer ops per 16 values, where widening 8 at a time takes two
+ * per 8. x is read straight from L1 into the FMAs (16 ymm registers would not hold 8 rows of it
+ * beside the sums). One FMA chain per output, the same order at batch 1 and above. */
+#define K256_BF16(R, MM)                                                                                         \
+    static T256 void b16_256_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,  \
+                                        int64_t N, int64_t K) {                                                 \
+        const uint16_t *q = (const uint16_t *)w->data;                                                          \
+        const int64_t h = K / 2;                                                                                \
+        const __m256i top = _mm256_set1_epi32((int)0xffff0000u);                                                \
+        for (int64_t n = n0; n < n1; n += R) {                                                                  \
+            const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
+            __m256 acc[R][MM];                                                                                  \
+            for (int r = 0; r < R; r++)                                                                         \
+                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps();                                   \
+            for (int64_t j = 0; j < h; j += 8) {                                                                \
+                for (int r = 0; r < R; r++) {                                                                   \
+                    const uint16_t *wr = q + (n + (r < rr ? r : rr - 1)) * K + 2 * j;                           \
+                    if ((j & 15) == 0) PREFETCH(wr);                                                            \
+                    __m256i v = _mm256_loadu_si256((const __m256i *)wr);                                        \
+                    __m256 ev = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));                                  \
+                    __m256 ov = _mm256_castsi256_ps(_mm256_and_si256(v, top));                                  \
+                    for (int m = 0; m < MM; m++) {                                                              \
+                        acc[r][m] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(x + m * K + j), acc[r][m]);             \
+                        acc[r][m] = _mm256_fmadd_ps(ov, _mm256_loadu_ps(x + m * K + h + j), acc[r][m]);         \
+                    }                                                                                           \
+                }                                                                                               \
+            }                                                                                                   \
+            for (int r = 0; r < rr; r++)                                                                        \
+                for (int m = 0; m < MM; m++) y[m * N + n + r] = hsum(acc[r][m]);                                \
+        }                                                                                                       \
+    }
+
 #define FAMILY(K)                                                                                                \
     K(4, 1) K(4, 2) K(2, 3) K(2, 4) K(1, 5) K(1, 6) K(1, 7) K(1, 8)
 
@@ -358,6 +391,8 @@ FAMILY(K512_BF16)
 FAMILY(K512_F32)
 FAMILY(K256_INT8)
 FAMILY(K256_INT4)
+FAMILY(K256_BF16)
+K256_BF16(1, 1) /* batch 1: one weight row at a time per thread */
 
 /* ------------------------------------------------------------------ AVX-512 BF16: int4 symmetric */
 /* Symmetric int4 with bf16 dot products (vdpbf16ps): x is rounded to bf16 once per call (relative
@@ -540,7 +575,8 @@ typedef void (*qrow_fn)(const float *, const zoo_weight *, float *, int64_t, int
 #define QTABLE(P)                                                                                                \
     {0, P##_4_1, P##_4_2, P##_2_3, P##_2_4, P##_1_5, P##_1_6, P##_1_7, P##_1_8}
 static const qrow_fn I8_512[9] = QTABLE(i8_512), I4_512[9] = QTABLE(i4_512), B16_512[9] = QTABLE(b16_512);
-static const qrow_fn I8_256[9] = QTABLE(i8_256), I4_256[9] = QTABLE(i4_256), F32_512[9] = QTABLE(f32_512);
+static const qrow_fn I8_256[9] = QTABLE(i8_256), I4_256[9] = QTABLE(i4_256), F32_512[9] = QTABLE(f32_512),
+                     B16_256[9] = QTABLE(b16_256);
 typedef void (*brow_fn)(const uint16_t *, const zoo_weight *, float *, int64_t, int64_t, int64_t, int64_t);
 static const xqrow_fn I4Q_256[9] = QTABLE(i4q_256);
 static const brow_fn I4B_512[9] = QTABLE(i4b_512);
@@ -560,7 +596,7 @@ int zoo_weight_wide(const zoo_weight *w, int64_t K) {
 }
 
 int zoo_weight_split(const zoo_weight *w, int64_t K) {
-    return w->type == ZW_INT4 || (w->type == ZW_BF16 && K % 32 == 0 && avx512());
+    return w->type == ZW_INT4 || (w->type == ZW_BF16 && K % (avx512() ? 32 : 16) == 0);
 }
 
 void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float *y, int64_t M, int64_t n0, int64_t n1,
@@ -606,10 +642,12 @@ void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float 
         return;
     }
     const qrow_fn *table = w->type == ZW_INT8 ? (wide ? I8_512 : I8_256)
-                         : w->type == ZW_INT4 ? (wide ? I4_512 : I4_256) : B16_512;
+                         : w->type == ZW_INT4 ? (wide ? I4_512 : I4_256) : (wide ? B16_512 : B16_256);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
         int64_t mm = M - m0 < 8 ? M - m0 : 8;
-        (mm == 1 && w->type == ZW_BF16 ? b16_512_row1 : table[mm])(in + m0 * K, w, y + m0 * N, n0, n1, N, K);
+        qrow_fn f = table[mm];
+        if (mm == 1 && w->type == ZW_BF16) f = wide ? b16_512_row1 : b16_256_1_1;
+        f(in + m0 * K, w, y + m0 * N, n0, n1, N, K);
     }
 }
 
