@@ -275,30 +275,36 @@ static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int
 /* ------------------------------------------------------------------ AVX2 */
 #define T256 __attribute__((target("avx2,fma")))
 
+/* int8 on AVX2: 16 weights per step, two FMA chains per output (the first 8, the last 8), added
+ * at the end, then the K % 16 tail in order; every batch size keeps this order. One weight row
+ * per thread at batch 1 (one stream), at most 6 rows of x per call (2 R MM <= 12 sums). */
 #define K256_INT8(R, MM)                                                                                         \
     static T256 void i8_256_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,   \
                                        int64_t N, int64_t K) {                                                  \
         const int8_t *q = (const int8_t *)w->data;                                                              \
+        const int64_t K16 = K & ~(int64_t)15;                                                                   \
         for (int64_t n = n0; n < n1; n += R) {                                                                  \
             const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
-            __m256 acc[R][MM];                                                                                  \
+            __m256 a0[R][MM], a1[R][MM];                                                                        \
             for (int r = 0; r < R; r++)                                                                         \
-                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps();                                   \
-            int64_t k = 0;                                                                                      \
-            for (; k + 8 <= K; k += 8) {                                                                        \
-                __m256 xv[MM];                                                                                  \
-                for (int m = 0; m < MM; m++) xv[m] = _mm256_loadu_ps(x + m * K + k);                            \
+                for (int m = 0; m < MM; m++) a0[r][m] = a1[r][m] = _mm256_setzero_ps();                         \
+            for (int64_t k = 0; k < K16; k += 16) {                                                             \
                 for (int r = 0; r < R; r++) {                                                                   \
-                    if ((k & 63) == 0) PREFETCH(q + (n + (r < rr ? r : rr - 1)) * K + k);                      \
-                    __m256 wv = _mm256_cvtepi32_ps(                                                             \
-                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + (n + (r < rr ? r : rr - 1)) * K + k))));         \
-                    for (int m = 0; m < MM; m++) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]);             \
+                    const int8_t *wr = q + (n + (r < rr ? r : rr - 1)) * K + k;                                 \
+                    if ((k & 63) == 0) PREFETCH_ROWS(wr, R * K);                                                \
+                    __m128i v = _mm_loadu_si128((const __m128i *)wr);                                           \
+                    __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));                                    \
+                    __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8)));                 \
+                    for (int m = 0; m < MM; m++) {                                                              \
+                        a0[r][m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + m * K + k), a0[r][m]);               \
+                        a1[r][m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + m * K + k + 8), a1[r][m]);           \
+                    }                                                                                           \
                 }                                                                                               \
             }                                                                                                   \
             for (int r = 0; r < rr; r++)                                                                        \
                 for (int m = 0; m < MM; m++) {                                                                  \
-                    float s = hsum(acc[r][m]);                                                                  \
-                    for (int64_t kk = k; kk < K; kk++) s += (float)q[(n + r) * K + kk] * x[m * K + kk];         \
+                    float s = hsum(_mm256_add_ps(a0[r][m], a1[r][m]));                                          \
+                    for (int64_t kk = K16; kk < K; kk++) s += (float)q[(n + r) * K + kk] * x[m * K + kk];       \
                     y[m * N + n + r] = s * w->scales[n + r];                                                    \
                 }                                                                                               \
         }                                                                                                       \
@@ -351,8 +357,10 @@ static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int
 
 /* bf16 on AVX2: 16 inputs per 32-byte load, the even ones the low halves (shift up), the odd ones
  * the high halves (mask): two integer ops per 16 values, where widening 8 at a time takes two
- * per 8. x is read straight from L1 into the FMAs (16 ymm registers would not hold 8 rows of it
- * beside the sums). One FMA chain per output, the same order at batch 1 and above. */
+ * per 8. x is read straight from L1 into the FMAs. Two FMA chains per output, one over the even
+ * inputs and one over the odd ones, added at the end: at batch 1 a single chain was bound by the
+ * FMA latency (23 GB/s where float32 streams 28); every batch size keeps this order, so a row's
+ * result is the same whatever rows come with it. */
 #define K256_BF16(R, MM)                                                                                         \
     static T256 void b16_256_##R##_##MM(const float *x, const zoo_weight *w, float *y, int64_t n0, int64_t n1,  \
                                         int64_t N, int64_t K) {                                                 \
@@ -361,24 +369,24 @@ static T512 void b16_512_row1(const float *x, const zoo_weight *w, float *y, int
         const __m256i top = _mm256_set1_epi32((int)0xffff0000u);                                                \
         for (int64_t n = n0; n < n1; n += R) {                                                                  \
             const int rr = n1 - n < R ? (int)(n1 - n) : R;                                                      \
-            __m256 acc[R][MM];                                                                                  \
+            __m256 ae[R][MM], ao[R][MM];                                                                        \
             for (int r = 0; r < R; r++)                                                                         \
-                for (int m = 0; m < MM; m++) acc[r][m] = _mm256_setzero_ps();                                   \
+                for (int m = 0; m < MM; m++) ae[r][m] = ao[r][m] = _mm256_setzero_ps();                         \
             for (int64_t j = 0; j < h; j += 8) {                                                                \
                 for (int r = 0; r < R; r++) {                                                                   \
                     const uint16_t *wr = q + (n + (r < rr ? r : rr - 1)) * K + 2 * j;                           \
-                    if ((j & 15) == 0) PREFETCH(wr);                                                            \
+                    if ((j & 15) == 0) PREFETCH_ROWS(wr, R * K * 2);                                            \
                     __m256i v = _mm256_loadu_si256((const __m256i *)wr);                                        \
                     __m256 ev = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));                                  \
                     __m256 ov = _mm256_castsi256_ps(_mm256_and_si256(v, top));                                  \
                     for (int m = 0; m < MM; m++) {                                                              \
-                        acc[r][m] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(x + m * K + j), acc[r][m]);             \
-                        acc[r][m] = _mm256_fmadd_ps(ov, _mm256_loadu_ps(x + m * K + h + j), acc[r][m]);         \
+                        ae[r][m] = _mm256_fmadd_ps(ev, _mm256_loadu_ps(x + m * K + j), ae[r][m]);               \
+                        ao[r][m] = _mm256_fmadd_ps(ov, _mm256_loadu_ps(x + m * K + h + j), ao[r][m]);           \
                     }                                                                                           \
                 }                                                                                               \
             }                                                                                                   \
             for (int r = 0; r < rr; r++)                                                                        \
-                for (int m = 0; m < MM; m++) y[m * N + n + r] = hsum(acc[r][m]);                                \
+                for (int m = 0; m < MM; m++) y[m * N + n + r] = hsum(_mm256_add_ps(ae[r][m], ao[r][m]));        \
         }                                                                                                       \
     }
 
@@ -389,10 +397,11 @@ FAMILY(K512_INT8)
 FAMILY(K512_INT4)
 FAMILY(K512_BF16)
 FAMILY(K512_F32)
-FAMILY(K256_INT8)
 FAMILY(K256_INT4)
-FAMILY(K256_BF16)
-K256_BF16(1, 1) /* batch 1: one weight row at a time per thread */
+/* bf16 on AVX2 at most 6 rows of x per call (2 R MM <= 12 sums in registers); batch 1: one weight
+ * row at a time per thread */
+K256_BF16(1, 1) K256_BF16(2, 2) K256_BF16(2, 3) K256_BF16(1, 4) K256_BF16(1, 5) K256_BF16(1, 6)
+K256_INT8(1, 1) K256_INT8(2, 2) K256_INT8(2, 3) K256_INT8(1, 4) K256_INT8(1, 5) K256_INT8(1, 6)
 
 /* ------------------------------------------------------------------ AVX-512 BF16: int4 symmetric */
 /* Symmetric int4 with bf16 dot products (vdpbf16ps): x is rounded to bf16 once per call (relative
@@ -575,8 +584,10 @@ typedef void (*qrow_fn)(const float *, const zoo_weight *, float *, int64_t, int
 #define QTABLE(P)                                                                                                \
     {0, P##_4_1, P##_4_2, P##_2_3, P##_2_4, P##_1_5, P##_1_6, P##_1_7, P##_1_8}
 static const qrow_fn I8_512[9] = QTABLE(i8_512), I4_512[9] = QTABLE(i4_512), B16_512[9] = QTABLE(b16_512);
-static const qrow_fn I8_256[9] = QTABLE(i8_256), I4_256[9] = QTABLE(i4_256), F32_512[9] = QTABLE(f32_512),
-                     B16_256[9] = QTABLE(b16_256);
+static const qrow_fn I4_256[9] = QTABLE(i4_256), F32_512[9] = QTABLE(f32_512);
+#define QTABLE6(P) {0, P##_1_1, P##_2_2, P##_2_3, P##_1_4, P##_1_5, P##_1_6}
+static const qrow_fn I8_256[7] = QTABLE6(i8_256);
+static const qrow_fn B16_256[7] = QTABLE6(b16_256);
 typedef void (*brow_fn)(const uint16_t *, const zoo_weight *, float *, int64_t, int64_t, int64_t, int64_t);
 static const xqrow_fn I4Q_256[9] = QTABLE(i4q_256);
 static const brow_fn I4B_512[9] = QTABLE(i4b_512);
@@ -643,10 +654,11 @@ void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float 
     }
     const qrow_fn *table = w->type == ZW_INT8 ? (wide ? I8_512 : I8_256)
                          : w->type == ZW_INT4 ? (wide ? I4_512 : I4_256) : (wide ? B16_512 : B16_256);
-    for (int64_t m0 = 0; m0 < M; m0 += 8) {
-        int64_t mm = M - m0 < 8 ? M - m0 : 8;
+    const int64_t most = table == B16_256 || table == I8_256 ? 6 : 8;
+    for (int64_t m0 = 0; m0 < M; m0 += most) {
+        int64_t mm = M - m0 < most ? M - m0 : most;
         qrow_fn f = table[mm];
-        if (mm == 1 && w->type == ZW_BF16) f = wide ? b16_512_row1 : b16_256_1_1;
+        if (mm == 1 && w->type == ZW_BF16 && wide) f = b16_512_row1;
         f(in + m0 * K, w, y + m0 * N, n0, n1, N, K);
     }
 }
