@@ -255,16 +255,24 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     (B, H, T, D) are the last T of the S positions of k and v (B, Hkv, S, D), GQA by H / Hkv.
     Returns (B, H, T, D) as a transposed view of a (B, T, H, D) tensor, so the heads' merge that
     follows is free; None where it does not apply (not float32 CPU tensors, autograd, fewer than
-    MIN_ATTENTION_ROWS queries, a CPU other than AVX2)."""
+    MIN_ATTENTION_ROWS queries, a CPU other than AVX2). bfloat16 q, k, v are widened to float32
+    for it and the result rounded back (torch's bf16 attention on an AVX2 CPU took 3x as long, and
+    is less exact)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or q.shape[2] < MIN_ATTENTION_ROWS:
         return None
     b, h, t, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
     if v.shape != k.shape or k.shape[0] != b or k.shape[3] != d or s < t or h % hkv or not _avx2():
         return None
-    if any(x.stride(-1) != 1 for x in (q, k, v)) or not _plain_f32(q, k, v):
+    if any(x.stride(-1) != 1 for x in (q, k, v)):
         return None
-    return ops.call(ops.causal_attention, ops.causal_attention_raw, q, k, v, float(scale))
+    half = all(x.dtype is torch.bfloat16 for x in (q, k, v))
+    if half:
+        q, k, v = q.float(), k.float(), v.float()  # strides kept: a (B, T, H, D) view stays one
+    if not _plain_f32(q, k, v):
+        return None
+    out = ops.call(ops.causal_attention, ops.causal_attention_raw, q, k, v, float(scale))
+    return out.to(torch.bfloat16) if half else out
 
 
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:

@@ -175,6 +175,22 @@ def test_causal_attention_equals_the_math(b: int, h: int, hkv: int, t: int, s: i
     torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=1e-5)
 
 
+def test_bf16_causal_attention_runs_the_float32_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 prefill attention on AVX2 CPUs: widened, the float32 kernel, rounded back; the heads'
+    merge afterwards is still a view. (The kernel is AVX2 code: it runs on any CPU with AVX2,
+    so the test forces the AVX2 dispatch.)"""
+    monkeypatch.setattr(kernels, "_AVX2", True)
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 70, 4, 16, generator=g).transpose(1, 2).bfloat16()
+    k, v = torch.randn(2, 2, 70, 16, generator=g).bfloat16(), torch.randn(2, 2, 70, 16, generator=g).bfloat16()
+    with torch.no_grad():
+        out = kernels.causal_attention(q, k, v, 0.25)
+        want = kernels.causal_attention(q.float(), k.float(), v.float(), 0.25)
+    assert out is not None and out.dtype is torch.bfloat16 and out.transpose(1, 2).is_contiguous()
+    assert torch.equal(out, want.bfloat16())
+    assert kernels.causal_attention(q, k.float(), v, 0.25) is None  # mixed dtypes: torch's path
+
+
 def test_causal_attention_declines_what_it_does_not_handle() -> None:
     q, k = torch.randn(1, 2, 80, 16), torch.randn(1, 2, 80, 16)
     with torch.no_grad():
