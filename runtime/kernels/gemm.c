@@ -1,5 +1,7 @@
 /* A packed float32 GEMM for prefill-sized linears on AVX2 CPUs: C (M x N) = A (M x K) . W^T, with
- * W (N x K) row-major as nn.Linear stores it, float32 or bfloat16 (widened while packing).
+ * W (N x K) row-major as nn.Linear stores it, float32 or bfloat16 (widened while packing), or
+ * int8 / int4 (weights.h: dequantized while packing, 16 rows x KC at a time, so no float copy
+ * of the matrix is made).
  *
  * The loop nest is the usual Goto/BLIS one: W is packed KC x NC at a time into 16-column
  * micro-panels (k-major, 16 floats per k), A into 6-row micro-panels (6 floats per k), and a 6 x 16
@@ -18,6 +20,7 @@
 #include <omp.h>
 
 #include "simd.h"
+#include "weights.h"
 
 #define MR 6
 #define NR 16
@@ -79,8 +82,9 @@ static inline void transpose8(__m256 *r) {
 }
 
 /* Where W comes from: row-major (N x K, row stride ld), float32 or bf16; or float32 given as its
- * transpose (K x N, row stride ld: the V of attention, whose rows are W's columns) */
-enum { W_F32 = 0, W_BF16 = 1, W_F32_T = 2 };
+ * transpose (K x N, row stride ld: the V of attention, whose rows are W's columns); or an int8 /
+ * int4 zoo_weight (p points to it, ld is K) */
+enum { W_F32 = 0, W_BF16 = 1, W_F32_T = 2, W_Q = 3 };
 typedef struct {
     const void *p;
     int64_t ld;
@@ -95,14 +99,24 @@ static inline float w_at(const wsrc *w, int64_t j, int64_t k) {
 
 /* W rows [j0, j0+nc) x cols [p0, p0+kc) -> micro-panels of 16 rows, k-major (8 x 8 transposes;
  * a transposed W is copied 16 floats at a time); rows past the range are zero */
-static void pack_w(const wsrc *w, int64_t j0, int64_t nc, int64_t p0, int64_t kc, float *restrict out) {
+static void pack_w(const wsrc *src, int64_t j0, int64_t nc, int64_t p0, int64_t kc, float *restrict out) {
+    float tmp[NR * KC] __attribute__((aligned(32)));
     for (int64_t jp = 0; jp < nc; jp += NR) {
         float *panel = out + jp * kc;
+        const wsrc *w = src;
+        wsrc deq;
+        int64_t row0 = j0 + jp, col0 = p0; /* where the panel's first element lies in *w */
+        if (src->kind == W_Q) { /* the panel's rows dequantized first, then packed as float32 */
+            zoo_dequant_block((const zoo_weight *)src->p, src->ld, row0, nc - jp < NR ? nc - jp : NR, p0, kc, tmp, KC);
+            deq = (wsrc){tmp, KC, W_F32};
+            w = &deq;
+            row0 = col0 = 0;
+        }
         if (w->kind == W_F32_T && nc - jp >= NR) {
-            const float *src = (const float *)w->p + p0 * w->ld + j0 + jp;
+            const float *t = (const float *)w->p + p0 * w->ld + j0 + jp;
             for (int64_t k = 0; k < kc; k++) {
-                _mm256_store_ps(panel + k * NR, _mm256_loadu_ps(src + k * w->ld));
-                _mm256_store_ps(panel + k * NR + 8, _mm256_loadu_ps(src + k * w->ld + 8));
+                _mm256_store_ps(panel + k * NR, _mm256_loadu_ps(t + k * w->ld));
+                _mm256_store_ps(panel + k * NR + 8, _mm256_loadu_ps(t + k * w->ld + 8));
             }
             continue;
         }
@@ -114,7 +128,7 @@ static void pack_w(const wsrc *w, int64_t j0, int64_t nc, int64_t p0, int64_t kc
                 for (; k + 8 <= kc; k += 8) {
                     __m256 v[8];
                     for (int q = 0; q < 8; q++) {
-                        int64_t off = (j0 + jp + h + q) * w->ld + p0 + k;
+                        int64_t off = (row0 + h + q) * w->ld + col0 + k;
                         v[q] = w->kind == W_BF16 ? load8_bf16((const uint16_t *)w->p + off)
                                                  : _mm256_loadu_ps((const float *)w->p + off);
                     }
@@ -124,7 +138,7 @@ static void pack_w(const wsrc *w, int64_t j0, int64_t nc, int64_t p0, int64_t kc
             }
             for (; k < kc; k++)
                 for (int q = 0; q < 8; q++)
-                    panel[k * NR + h + q] = q < rows ? w_at(w, j0 + jp + h + q, p0 + k) : 0.0f;
+                    panel[k * NR + h + q] = q < rows ? w_at(w, row0 + h + q, col0 + k) : 0.0f;
         }
     }
 }
@@ -189,10 +203,24 @@ static void gemm_cols(const float *a, int64_t lda, const wsrc *w, float *c, int6
 #define WBUF() aligned_alloc(64, (size_t)KC * NC * sizeof(float))
 #define ABUF() aligned_alloc(64, ((size_t)KC * ((MC + MR - 1) / MR * MR) + 64) * sizeof(float))
 
+static int gemm_nt(const float *a, int64_t lda, wsrc ws, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K);
+
 /* C (M x N, row stride ldc) = A (M x K, row stride lda) . W^T, W (N x K) contiguous float32 (bf16 = 0)
  * or bfloat16 (bf16 = 1). Returns 0, or -1 when scratch memory could not be had. */
 int zoo_gemm_nt(const float *a, int64_t lda, const void *w, int bf16, float *c, int64_t ldc, int64_t M, int64_t N,
                 int64_t K) {
+    return gemm_nt(a, lda, (wsrc){w, K, bf16 ? W_BF16 : W_F32}, c, ldc, M, N, K);
+}
+
+/* The same with an int8 / int4 W (weights.h), dequantized while packing: equal to the float32
+ * GEMM on the dequantized matrix. 1 for a format the kernels do not read. */
+int zoo_gemm_nt_q(const float *a, int64_t lda, const zoo_weight *w, float *c, int64_t ldc, int64_t M, int64_t N,
+                  int64_t K) {
+    if (!zoo_weight_ok(w, K) || (w->type != ZW_INT8 && w->type != ZW_INT4)) return 1;
+    return gemm_nt(a, lda, (wsrc){w, K, W_Q}, c, ldc, M, N, K);
+}
+
+static int gemm_nt(const float *a, int64_t lda, wsrc ws, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) {
         for (int64_t i = 0; i < M; i++) memset(c + i * ldc, 0, (size_t)N * sizeof(float));
@@ -209,7 +237,6 @@ int zoo_gemm_nt(const float *a, int64_t lda, const void *w, int bf16, float *c, 
         int64_t p0 = panels * t / n, p1 = panels * (t + 1) / n;
         int64_t n0 = p0 * NR, n1 = p1 * NR < N ? p1 * NR : N;
         float *wbuf = WBUF(), *abuf = ABUF();
-        wsrc ws = {w, K, bf16 ? W_BF16 : W_F32};
         if (!wbuf || !abuf) {
             failed = 1;
         } else if (n1 > n0) {

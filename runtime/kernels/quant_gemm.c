@@ -768,6 +768,55 @@ static void dequant_row(const zoo_weight *w, int64_t n, int64_t K, float *o) {
     }
 }
 
+/* A tile of the float32 matrix (weights.h); AVX2, 8 or 16 values at a time, the same arithmetic as
+ * dequant_row. */
+static T256 void dequant_block_256(const zoo_weight *w, int64_t K, int64_t n0, int64_t rows, int64_t k0, int64_t kc,
+                                   float *out, int64_t ldo) {
+    const int64_t k1 = k0 + kc;
+    for (int64_t i = 0; i < rows; i++) {
+        const int64_t n = n0 + i;
+        float *o = out + i * ldo;
+        int64_t k = k0;
+        if (w->type == ZW_INT8) {
+            const int8_t *q = (const int8_t *)w->data + n * K;
+            const float s = w->scales[n];
+            const __m256 sv = _mm256_set1_ps(s);
+            for (; k + 8 <= k1; k += 8)
+                _mm256_storeu_ps(o + (k - k0), _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                          _mm_loadl_epi64((const __m128i *)(q + k)))), sv));
+            for (; k < k1; k++) o[k - k0] = (float)q[k] * s;
+            continue;
+        }
+        const uint8_t *q = (const uint8_t *)w->data + n * (K / 2);
+        const int64_t G = K / w->group;
+        const __m256i low = _mm256_set1_epi32(15);
+        for (; k < k1 && k % 16; k++) { /* to a multiple of 16 (groups are multiples of 32) */
+            const float s = w->scales[n * G + k / w->group], z = w->zeros ? (float)w->zeros[n * G + k / w->group] : 8.0f;
+            o[k - k0] = ((float)((q[k / 2] >> (4 * (k & 1))) & 15) - z) * s;
+        }
+        for (; k + 16 <= k1; k += 16) {
+            const int64_t g = k / w->group;
+            const __m256 sv = _mm256_set1_ps(w->scales[n * G + g]);
+            const __m256 zv = _mm256_set1_ps(w->zeros ? (float)w->zeros[n * G + g] : 8.0f);
+            __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + k / 2)));
+            __m256 lo = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(b, low)), zv), sv);
+            __m256 hi = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4)), zv), sv);
+            __m256 a = _mm256_unpacklo_ps(lo, hi), c = _mm256_unpackhi_ps(lo, hi); /* per 128-bit lane */
+            _mm256_storeu_ps(o + (k - k0), _mm256_permute2f128_ps(a, c, 0x20));
+            _mm256_storeu_ps(o + (k - k0) + 8, _mm256_permute2f128_ps(a, c, 0x31));
+        }
+        for (; k < k1; k++) {
+            const float s = w->scales[n * G + k / w->group], z = w->zeros ? (float)w->zeros[n * G + k / w->group] : 8.0f;
+            o[k - k0] = ((float)((q[k / 2] >> (4 * (k & 1))) & 15) - z) * s;
+        }
+    }
+}
+
+void zoo_dequant_block(const zoo_weight *w, int64_t K, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float *out,
+                       int64_t ldo) {
+    dequant_block_256(w, K, n0, rows, k0, kc, out, ldo);
+}
+
 /* The weight [N, K] an int8 / int4 one stands for, as float32 or (bf16 != 0) bfloat16 rounded to
  * nearest even: for prefill, then a float GEMM. Rows over the OpenMP threads, vectorized on
  * AVX-512 (a 134M model's prefill spent most of its time here when this was scalar). */

@@ -1,9 +1,10 @@
 """Weight-only int8 / int4 linears on the native kernels (quant_gemm.c) as custom ops:
-`zoo::quant_gemm` (decode-sized: integers turned into float32 in registers) and
-`zoo::dequantize` (the float matrix, for a prefill GEMM). As in ops.py, eager callers skip the
-dispatcher (`ops.call`); the ops check what the C code relies on.
+`zoo::quant_gemm` (decode-sized: integers turned into float32 in registers),
+`zoo::quant_gemm_packed` (prefill on AVX2 CPUs: the packed GEMM of gemm.c, dequantizing 16 rows
+at a time while packing) and `zoo::dequantize` (the float matrix, for other prefill GEMMs). As
+in ops.py, eager callers skip the dispatcher (`ops.call`); the ops check what the C code relies on.
 
-Prefill (more rows than a decode step) dequantizes and runs a GEMM. Where the CPU has AVX512_BF16
+Prefill (more rows than a decode step) on AVX-512 CPUs dequantizes and runs a GEMM. Where the CPU has AVX512_BF16
 the GEMM is bfloat16 (weights, activations and the result rounded to bf16; torch's CPU GEMM has
 no float32 output for bf16 operands): it is ~5x torch's float32 one there (a 512 x 768 x 2048
 product: 1.7 ms against 8.6 ms, AMD EPYC, 2 threads), and the rounding is smaller than the
@@ -61,6 +62,37 @@ def _(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch
     return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
 
 
+def quant_gemm_packed_raw(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                          bits: int, group: int) -> torch.Tensor:
+    m, k = x.shape
+    w = Quantized(qweight, scales, zeros, bits, group if bits == 4 else 0, (qweight.shape[0], k))
+    y = torch.empty(m, qweight.shape[0], dtype=torch.float32)
+    lib = library()
+    rc = 1 if lib is None else lib.zoo_gemm_nt_q(x.data_ptr(), x.stride(0), describe(w), y.data_ptr(), y.shape[1], m,
+                                                 y.shape[1], k)
+    if rc != 0:  # its scratch memory could not be had
+        y = torch.mm(x, dequantize_raw(qweight, scales, zeros, bits, group, k).t())
+    return y
+
+
+@torch.library.custom_op("zoo::quant_gemm_packed", mutates_args=())
+def quant_gemm_packed(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                      bits: int, group: int) -> torch.Tensor:
+    """x (M, K) float32 @ W^T -> (M, N) float32 by the packed GEMM, W int8 / int4 (as quant_gemm)
+    dequantized while packing: equal to a float32 GEMM on the dequantized matrix, without making it."""
+    if not (x.dim() == 2 and x.dtype is torch.float32 and x.device.type == "cpu" and x.stride(-1) == 1
+            and x.shape[0] > 0 and x.shape[1] > 0):
+        raise ValueError("zoo kernel: x (M, K) float32 on the CPU with contiguous rows, M, K > 0")
+    _quantized(qweight, scales, zeros, bits, group, x.shape[1])
+    return quant_gemm_packed_raw(x, qweight, scales, zeros, bits, group)
+
+
+@quant_gemm_packed.register_fake
+def _(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
+      group: int) -> torch.Tensor:
+    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
 def dequantize_raw(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int, group: int,
                    k: int, bf16: bool = False) -> torch.Tensor:
     w = Quantized(qweight, scales, zeros, bits, group if bits == 4 else 0, (qweight.shape[0], k))
@@ -100,10 +132,11 @@ def bf16_prefill() -> bool:
 
 def quant_linear(x: torch.Tensor, w: Quantized, bias: torch.Tensor | None, max_rows: int) -> torch.Tensor | None:
     """x @ W^T (+ bias) for float32 activations on the CPU with the native kernels: up to
-    `max_rows` rows in registers (zoo::quant_gemm), more by a float32 GEMM on the dequantized
-    matrix. None where they do not apply (other devices or dtypes, autograd, a layout they do
-    not read, no kernel library here)."""
-    from . import packed_linear, ready
+    `max_rows` rows in registers (zoo::quant_gemm), more by a GEMM: on AVX2 CPUs the packed one,
+    dequantizing while it packs (zoo::quant_gemm_packed); elsewhere bf16 or float32 on the
+    dequantized matrix. None where they do not apply (other devices or dtypes, autograd, a layout
+    they do not read, no kernel library here)."""
+    from . import _avx2, ready
 
     n, k = w.shape
     if x.dtype is not torch.float32 or x.device.type != "cpu" or x.numel() == 0 or x.shape[-1] != k:
@@ -117,11 +150,11 @@ def quant_linear(x: torch.Tensor, w: Quantized, bias: torch.Tensor | None, max_r
         dq = dequantize if traced(x) else dequantize_raw
         if bf16_prefill():
             y = torch.mm(x2.to(torch.bfloat16), dq(w.qweight, w.scales, w.zeros, w.bits, w.group, k, True).t()).float()
+        elif _avx2():
+            x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+            y = call(quant_gemm_packed, quant_gemm_packed_raw, x2, w.qweight, w.scales, w.zeros, w.bits, w.group)
         else:
-            dense = dq(w.qweight, w.scales, w.zeros, w.bits, w.group, k)
-            y = packed_linear(x2, dense, None)  # AVX2 CPUs: the packed GEMM; elsewhere torch's
-            if y is None:
-                y = torch.mm(x2, dense.t())
+            y = torch.mm(x2, dq(w.qweight, w.scales, w.zeros, w.bits, w.group, k).t())
     if bias is not None:
         y += bias
     return y.view(*x.shape[:-1], n)

@@ -26,6 +26,10 @@ void zoo_split(const float *x, float *xs, int64_t M, int64_t K);
  * zoo_weight_split says it is read) or NULL (then split here, into this thread's scratch). */
 void zoo_wgemm_rows(const float *x, const float *xs, const zoo_weight *w, float *y, int64_t M, int64_t n0, int64_t n1,
                     int64_t N, int64_t K);
+/* W[n0 : n0 + rows, k0 : k0 + kc] as float32 (int8 / int4: (q - z) * s, the scalar definition) into
+ * out, row stride ldo: a tile of the packed GEMM's (gemm.c). */
+void zoo_dequant_block(const zoo_weight *w, int64_t K, int64_t n0, int64_t rows, int64_t k0, int64_t kc, float *out,
+                       int64_t ldo);
 /* y = x @ W^T for all N rows of W over the OpenMP threads; nonzero on a format the kernels do not read. */
 int zoo_wgemm(const float *x, const zoo_weight *w, float *y, int64_t M, int64_t N, int64_t K);
 #endif

@@ -74,6 +74,9 @@ def declare(lib: ctypes.CDLL) -> None:
     wp = ctypes.POINTER(Weight)
     lib.zoo_wgemm.argtypes = [ctypes.c_void_p, wp, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
     lib.zoo_wgemm.restype = ctypes.c_int
+    lib.zoo_gemm_nt_q.argtypes = [ctypes.c_void_p, ctypes.c_int64, wp, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                  ctypes.c_int64, ctypes.c_int64]
+    lib.zoo_gemm_nt_q.restype = ctypes.c_int
     lib.zoo_dequantize.argtypes = [wp, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
     lib.zoo_dequantize.restype = ctypes.c_int
     lib.zoo_set_isa.argtypes = [ctypes.c_int]

@@ -136,6 +136,24 @@ def test_prefill_dequantizes_then_multiplies(bits: int, g: int | None, sym: bool
     torch.testing.assert_close(y.double(), ref, rtol=8e-3, atol=8e-3 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("bits,g,sym,k", [(8, None, True, 300), (4, 32, True, 288), (4, 32, False, 96),
+                                          (4, 64, False, 320), (4, 128, True, 512)], ids=str)
+def test_packed_prefill_dequantizes_while_packing(bits: int, g: int | None, sym: bool, k: int) -> None:
+    """The AVX2 prefill GEMM reads the integers and dequantizes 16 rows x 256 inputs at a time
+    while packing: bit for bit the packed GEMM on the dequantized matrix (edge tiles in N and M,
+    K past one 256-wide block, an int8 K that is no multiple of 8)."""
+    ql = QuantLinear.from_linear(_linear(37, k, seed=k), bits, g, sym)
+    x = torch.randn(45, k, generator=torch.Generator().manual_seed(k))
+    z = getattr(ql, "zeros", None)
+    y = quant_ops.quant_gemm_packed(x, ql.qweight.data, ql.scales.data, z, bits, g or 0)
+    assert torch.equal(y, kernels.ops.gemm_nt(x, ql.dequantized_weight()))
+    ref = x.double() @ ql.dequantized_weight(torch.float64).t()
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # strided rows, as a view of a wider tensor hands them over
+        wide = torch.cat([x, torch.randn(45, 8)], dim=1)[:, :k]
+        assert torch.equal(quant_ops.quant_gemm_packed(wide, ql.qweight.data, ql.scales.data, z, bits, g or 0), y)
+
+
 def test_dequantize_op_equals_the_python_definition(isa: int) -> None:
     for bits, g, sym in SCHEMES:
         ql = QuantLinear.from_linear(_linear(40, 128, seed=bits), bits, g, sym)
@@ -154,6 +172,7 @@ def test_custom_ops_pass_opcheck() -> None:
         z = z.data if z is not None else None
         torch.library.opcheck(quant_ops.quant_gemm, (torch.randn(3, 64), q, s, z, bits, g or 0))
         torch.library.opcheck(quant_ops.dequantize, (q, s, z, bits, g or 0, 64))
+        torch.library.opcheck(quant_ops.quant_gemm_packed, (torch.randn(40, 64), q, s, z, bits, g or 0))
 
 
 def test_ops_refuse_what_the_kernels_do_not_read() -> None:
