@@ -20,8 +20,8 @@ class SDPABackend(Backend):
         self._causal, _ = self._native(causal_attention, "", "")
 
     def attention_kernel(self, layout_hint: str = "causal") -> str:
-        native = ("zoo causal attention on the packed GEMM (CPU, float32, AVX2, >= 64 queries, no padding or window); "
-                  if self._causal is not None else "")
+        native = ("zoo causal attention on the packed GEMM (CPU, float32 or bf16, AVX2, >= 64 queries, no padding "
+                  "or window); " if self._causal is not None else "")
         return native + "torch sdpa (is_causal fast path; boolean mask for padding, windows, packing)"
 
     @staticmethod
