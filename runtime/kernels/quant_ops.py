@@ -15,6 +15,7 @@ ZOO_QUANT_PREFILL=float32, it is float32."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -33,12 +34,17 @@ def _quantized(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor 
     return w
 
 
-def quant_gemm_raw(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-                   bits: int, group: int) -> torch.Tensor:
+def _gemm_args(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
+               group: int) -> tuple[int, int, Quantized, torch.Tensor, Any]:
+    """(M, K, the weight, the output to fill, the library) of y = x @ W^T."""
     m, k = x.shape
     w = Quantized(qweight, scales, zeros, bits, group if bits == 4 else 0, (qweight.shape[0], k))
-    y = torch.empty(m, qweight.shape[0], dtype=torch.float32)
-    lib = library()
+    return m, k, w, torch.empty(m, qweight.shape[0], dtype=torch.float32), library()
+
+
+def quant_gemm_raw(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                   bits: int, group: int) -> torch.Tensor:
+    m, k, w, y, lib = _gemm_args(x, qweight, scales, zeros, bits, group)
     if lib is None or lib.zoo_wgemm(x.data_ptr(), describe(w), y.data_ptr(), m, y.shape[1], k) != 0:
         raise RuntimeError("zoo_wgemm failed")
     return y
@@ -49,25 +55,28 @@ def quant_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zer
                group: int) -> torch.Tensor:
     """x (M, K) float32 @ W^T -> (M, N) float32, W int8 (qweight [N, K], scales [N]) or int4
     (qweight [N, K/2], scales and optional zeros [N, K/group]) as runtime/quant stores them."""
-    if not (x.dim() == 2 and x.dtype is torch.float32 and x.device.type == "cpu" and x.is_contiguous()
-            and x.shape[0] > 0 and x.shape[1] > 0):
-        raise ValueError("zoo kernel: x (M, K) contiguous float32 on the CPU, M, K > 0")
+    _check_x(x, x.is_contiguous(), "contiguous")
     _quantized(qweight, scales, zeros, bits, group, x.shape[1])
     return quant_gemm_raw(x, qweight, scales, zeros, bits, group)
 
 
-@quant_gemm.register_fake
-def _(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
-      group: int) -> torch.Tensor:
+def _check_x(x: torch.Tensor, laid_out: bool, how: str) -> None:
+    if not (x.dim() == 2 and x.dtype is torch.float32 and x.device.type == "cpu" and laid_out
+            and x.shape[0] > 0 and x.shape[1] > 0):
+        raise ValueError(f"zoo kernel: x (M, K) {how} float32 on the CPU, M, K > 0")
+
+
+def _gemm_fake(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
+               group: int) -> torch.Tensor:
     return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+
+
+quant_gemm.register_fake(_gemm_fake)
 
 
 def quant_gemm_packed_raw(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                           bits: int, group: int) -> torch.Tensor:
-    m, k = x.shape
-    w = Quantized(qweight, scales, zeros, bits, group if bits == 4 else 0, (qweight.shape[0], k))
-    y = torch.empty(m, qweight.shape[0], dtype=torch.float32)
-    lib = library()
+    m, k, w, y, lib = _gemm_args(x, qweight, scales, zeros, bits, group)
     rc = 1 if lib is None else lib.zoo_gemm_nt_q(x.data_ptr(), x.stride(0), describe(w), y.data_ptr(), y.shape[1], m,
                                                  y.shape[1], k)
     if rc != 0:  # its scratch memory could not be had
@@ -80,17 +89,12 @@ def quant_gemm_packed(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tens
                       bits: int, group: int) -> torch.Tensor:
     """x (M, K) float32 @ W^T -> (M, N) float32 by the packed GEMM, W int8 / int4 (as quant_gemm)
     dequantized while packing: equal to a float32 GEMM on the dequantized matrix, without making it."""
-    if not (x.dim() == 2 and x.dtype is torch.float32 and x.device.type == "cpu" and x.stride(-1) == 1
-            and x.shape[0] > 0 and x.shape[1] > 0):
-        raise ValueError("zoo kernel: x (M, K) float32 on the CPU with contiguous rows, M, K > 0")
+    _check_x(x, x.dim() == 2 and x.stride(-1) == 1, "rows contiguous,")
     _quantized(qweight, scales, zeros, bits, group, x.shape[1])
     return quant_gemm_packed_raw(x, qweight, scales, zeros, bits, group)
 
 
-@quant_gemm_packed.register_fake
-def _(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int,
-      group: int) -> torch.Tensor:
-    return x.new_empty((x.shape[0], qweight.shape[0]), dtype=torch.float32)
+quant_gemm_packed.register_fake(_gemm_fake)
 
 
 def dequantize_raw(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, bits: int, group: int,
