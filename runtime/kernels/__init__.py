@@ -166,7 +166,7 @@ def ready() -> bool:
 _AVX2 = torch.backends.cpu.get_cpu_capability() == "AVX2"  # read once: torch.compile cannot trace the query
 
 
-def _avx2() -> bool:
+def prefers_packed_gemm() -> bool:
     """The packed GEMM and the attention on it are AVX2 code: used where that is the widest the CPU
     has (on AVX-512, MKL's and torch's own kernels are wider)."""
     return _AVX2
@@ -221,7 +221,7 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     AVX2 CPUs: float32 inputs with float32 weights, or bfloat16 weights widened while packing (the
     result then rounded to x's dtype). None where it does not apply (autograd, other dtypes or
     devices, a CPU with AVX-512, where MKL's kernels are wider than this one)."""
-    if x.dim() == 0 or not _avx2() or not _applies(x, weight, True):
+    if x.dim() == 0 or not prefers_packed_gemm() or not _applies(x, weight, True):
         return None
     if weight.dtype is torch.float32 and x.dtype is not torch.float32:
         return None
@@ -262,7 +262,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         return None
     b, h, t, d = q.shape
     hkv, s = k.shape[1], k.shape[2]
-    if v.shape != k.shape or k.shape[0] != b or k.shape[3] != d or s < t or h % hkv or not _avx2():
+    if v.shape != k.shape or k.shape[0] != b or k.shape[3] != d or s < t or h % hkv:
+        return None
+    if not prefers_packed_gemm():
         return None
     if any(x.stride(-1) != 1 for x in (q, k, v)):
         return None

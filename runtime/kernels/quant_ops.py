@@ -140,7 +140,7 @@ def quant_linear(x: torch.Tensor, w: Quantized, bias: torch.Tensor | None, max_r
     dequantizing while it packs (zoo::quant_gemm_packed); elsewhere bf16 or float32 on the
     dequantized matrix. None where they do not apply (other devices or dtypes, autograd, a layout
     they do not read, no kernel library here)."""
-    from . import _avx2, ready
+    from . import prefers_packed_gemm, ready
 
     n, k = w.shape
     if x.dtype is not torch.float32 or x.device.type != "cpu" or x.numel() == 0 or x.shape[-1] != k:
@@ -154,7 +154,7 @@ def quant_linear(x: torch.Tensor, w: Quantized, bias: torch.Tensor | None, max_r
         dq = dequantize if traced(x) else dequantize_raw
         if bf16_prefill():
             y = torch.mm(x2.to(torch.bfloat16), dq(w.qweight, w.scales, w.zeros, w.bits, w.group, k, True).t()).float()
-        elif _avx2():
+        elif prefers_packed_gemm():
             x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
             y = call(quant_gemm_packed, quant_gemm_packed_raw, x2, w.qweight, w.scales, w.zeros, w.bits, w.group)
         else:
