@@ -56,6 +56,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
 from zoo.recipes.btx import Ensemble, branch, mix  # noqa: E402
 from zoo.train import TokenStream, TrainConfig, Trainer  # noqa: E402
 
@@ -240,10 +241,7 @@ COLORS = {"python": "#3b7dd8", "c": "#d8793b", "english": "#4fa35a"}
 def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, note: str = "") -> None:
     """Grouped bars: held-out loss per domain for every method, drawn with matplotlib (the
     `docs` extra), imported here so that running the benchmark does not need it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(10, 4.4), dpi=110)
     width = 0.8 / len(DOMAINS)
@@ -256,14 +254,11 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str, note: str = 
     ax.set_xticks(range(len(rows)), [r["method"] for r in rows], rotation=25, ha="right")
     ax.set_ylabel("held-out loss (nats/token)")
     ax.set_title(title, fontsize=11)
-    ax.grid(axis="y", color="#dddddd")
-    ax.set_axisbelow(True)
+    light_grid((ax,), "y")
     ax.legend(ncol=4, fontsize=9, loc="upper left")
     if note:
         ax.text(0.99, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#555555")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path, tight=False)
 
 
 def plot_title(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -362,9 +357,7 @@ def run(cfg: Config, out: Path, data: Path, threads: int, dense: bool = True,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None, help="folder for checkpoints and results.json")
-    ap.add_argument("--plot", type=Path, default=None, help="draw the held-out losses into this PNG (matplotlib)")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="redraw --plot from a results.json of an earlier run instead of training")
+    add_figure_args(ap, "the held-out losses", run="training", source="a results.json")
     ap.add_argument("--data", type=Path, default=None, help="token cache (default: OUT/data)")
     ap.add_argument("--quick", action="store_true", help="a tiny configuration that runs in under 2 minutes")
     ap.add_argument("--threads", type=int, default=1)
@@ -372,12 +365,8 @@ def main() -> int:
     for name in ("seed_steps", "expert_steps", "ft_steps", "dim", "n_layers", "seq", "batch"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help="override the preset")
     args = ap.parse_args()
-    if args.from_json:
-        if not args.plot:
-            ap.error("--from-json needs --plot")
-        saved = json.loads(args.from_json.read_text())
-        plot_losses(saved["rows"], args.plot, plot_title(saved["config"], saved["rows"]))
-        print(f"wrote {args.plot}")
+    if redraw(ap, args, lambda saved, path: plot_losses(saved["rows"], path,
+                                                        plot_title(saved["config"], saved["rows"]))):
         return 0
     if args.out is None:
         ap.error("--out is required (unless --from-json)")

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
 from zoo.data import KINDS, cluster, corrupt, embed_corpus, scip_prune  # noqa: E402
 from zoo.data.prune import normalize  # noqa: E402
 from zoo.recipes.tiny_code import split_corpus  # noqa: E402
@@ -69,10 +70,7 @@ def plot_scip(result: dict, path: Path, note: str = "") -> None:
     """The two tables main prints: per group, the shares in the smallest clusters, among the
     farthest and removed by SCIP (unpaired); per corruption, the share farther from its centroid
     than its own clean original (paired). matplotlib (the `docs` extra) is imported here."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     un, pa = result["unpaired"], result["paired"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
@@ -90,15 +88,8 @@ def plot_scip(result: dict, path: Path, note: str = "") -> None:
     right.invert_yaxis()
     right.set(xlabel="% farther from its centroid than its clean original", xlim=(0, 100),
               title="paired: does a corrupted file move?")
-    for ax in (left, right):
-        ax.grid(axis="x", color="#dddddd")
-        ax.set_axisbelow(True)
-    if note:
-        fig.text(0.5, -0.02, note, ha="center", va="top", fontsize=8, color="#555555")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    light_grid((left, right), "x")
+    save(fig, path, note)
 
 
 def main() -> None:
@@ -112,16 +103,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N files (a quick run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="keep the corpus and embeddings here (default: a temp folder)")
-    ap.add_argument("--plot", type=Path, default=None, help="draw both tables into this PNG (matplotlib)")
-    ap.add_argument("--json", type=Path, default=None, help="save both tables' figures to this JSON file")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="redraw --plot from a --json file of an earlier run instead of running")
+    add_figure_args(ap, "both tables")
     args = ap.parse_args()
-    if args.from_json:
-        if not args.plot:
-            ap.error("--from-json needs --plot")
-        plot_scip(json.loads(args.from_json.read_text()), args.plot)
-        print(f"wrote {args.plot}")
+    if redraw(ap, args, plot_scip):
         return
 
     train, _ = split_corpus()

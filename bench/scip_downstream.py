@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
 from bench.scip import build_corpus  # noqa: E402
 from bench.tokenizer_swap import encode, finetune  # noqa: E402
 from zoo.data import embed_corpus, scip_prune  # noqa: E402
@@ -43,10 +44,7 @@ ARMS = ("unpruned", "SCIP-pruned", "randomly pruned")
 def plot_downstream(result: dict, path: Path, note: str = "") -> None:
     """Held-out bits per byte of each arm (one dot per seed, the bar their mean) and the share of
     corrupted files left in each arm's training files. matplotlib (the `docs` extra) is imported here."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["rows"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
@@ -66,15 +64,8 @@ def plot_downstream(result: dict, path: Path, note: str = "") -> None:
     right.set_yticks(range(len(rows)), [r["arm"] for r in rows])
     right.invert_yaxis()
     right.set(xlabel="% of the arm's training files that are corrupted", title="corrupted files left after pruning")
-    for ax in (left, right):
-        ax.grid(axis="x", color="#dddddd")
-        ax.set_axisbelow(True)
-    if note:
-        fig.text(0.5, -0.02, note, ha="center", va="top", fontsize=8, color="#555555")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    light_grid((left, right), "x")
+    save(fig, path, note)
 
 
 def main() -> None:
@@ -94,16 +85,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="training seeds per arm")
     ap.add_argument("--eval-tokens", type=int, default=32768)
     ap.add_argument("--seed", type=int, default=0, help="the corpus' corruption and the random prune")
-    ap.add_argument("--plot", type=Path, default=None, help="draw the table into this PNG (matplotlib)")
-    ap.add_argument("--json", type=Path, default=None, help="save the table's figures to this JSON file")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="redraw --plot from a --json file of an earlier run instead of running")
+    add_figure_args(ap)
     args = ap.parse_args()
-    if args.from_json:
-        if not args.plot:
-            ap.error("--from-json needs --plot")
-        plot_downstream(json.loads(args.from_json.read_text()), args.plot)
-        print(f"wrote {args.plot}")
+    if redraw(ap, args, plot_downstream):
         return
 
     train, held_files = split_corpus()

@@ -48,6 +48,7 @@ from zoo.runtime.tokenizers.bpe import (  # noqa: E402
 )
 
 import zoo  # noqa: E402
+from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
 
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 SWEEP = (1024, 2048, 4096, 8192, 16384, 32000)
@@ -133,10 +134,7 @@ def study(train_texts: list[str], held_texts: list[str], sizes: list[int], new_t
 def plot_study(result: dict, path: Path, note: str = "") -> None:
     """--study's two tables as two panels: bytes/token per regex against vocabulary size, and
     characters/s of the tiny-code-shaped decoders. matplotlib (the `docs` extra) is imported here."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sizes = result["sizes"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
@@ -152,15 +150,10 @@ def plot_study(result: dict, path: Path, note: str = "") -> None:
                   width, label=regex)
     right.set_xticks(range(len(sizes)), [f"{v}\n{t:.0f} tok/s" for v, t in zip(sizes, result["tokens_per_s"])])
     right.set(xlabel="vocabulary size", ylabel="characters of code / s", title="decode speed, tiny-code shape")
+    light_grid((left, right), "y")
     for ax in (left, right):
-        ax.grid(axis="y", color="#dddddd")
-        ax.set_axisbelow(True)
         ax.legend(fontsize=9)
-    if note:
-        fig.text(0.5, -0.1, note, ha="center", va="top", fontsize=8, color="#555555")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path, note, note_y=-0.1, tight=False)
 
 
 def shape_params(vocab_size: int) -> dict[str, tuple[int, int]]:
@@ -182,16 +175,9 @@ def main() -> None:
     ap.add_argument("--no-sweep", action="store_true", help="skip the vocabulary-size sweep")
     ap.add_argument("--study", action="store_true", help="only the regex x vocabulary study with decode speed")
     ap.add_argument("--study-sizes", default="1024,4096,16384", help="vocabulary sizes of --study")
-    ap.add_argument("--plot", type=Path, default=None, help="--study: draw its tables into this PNG (matplotlib)")
-    ap.add_argument("--json", type=Path, default=None, help="--study: save its figures to this JSON file")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="redraw --plot from a --json file of an earlier --study run instead of measuring")
+    add_figure_args(ap, "the tables of --study", run="measuring")
     args = ap.parse_args()
-    if args.from_json:
-        if not args.plot:
-            ap.error("--from-json needs --plot")
-        plot_study(json.loads(args.from_json.read_text()), args.plot)
-        print(f"wrote {args.plot}")
+    if redraw(ap, args, plot_study):
         return
     start = time.perf_counter()
 

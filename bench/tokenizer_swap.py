@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
+from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
 from zoo.recipes.tiny_code import read_texts, split_corpus  # noqa: E402
 from zoo.tokenizer.evaluate import held_out_loss  # noqa: E402
 from zoo.tokenizer.swap import swap_tokenizer  # noqa: E402
@@ -52,10 +53,7 @@ def finetune(model, ids: np.ndarray, steps: int, seq_len: int, batch: int, lr: f
 def plot_swap(result: dict, path: Path, note: str = "") -> None:
     """Held-out bits/byte right after the swap and after the finetune, per model (the table
     main prints). matplotlib (the `docs` extra) is imported here."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
@@ -69,14 +67,9 @@ def plot_swap(result: dict, path: Path, note: str = "") -> None:
     ax.set_ylabel("held-out bits / byte (lower is better)")
     ax.set_title(f"switching tiny-code's tokenizer: FVT vs random new rows ({result['tokens']:,} finetune tokens)",
                  fontsize=10)
-    ax.grid(axis="y", color="#dddddd")
-    ax.set_axisbelow(True)
+    light_grid((ax,), "y")
     ax.legend(fontsize=9, loc="upper left")
-    if note:
-        fig.text(0.5, -0.02, note, ha="center", va="top", fontsize=8, color="#555555")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path, note, tight=False)
 
 
 def main() -> None:
@@ -90,16 +83,9 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=16384)
     ap.add_argument("--finetune-control", action="store_true",
                     help="also finetune the unswapped model (on its own tokens) as a control")
-    ap.add_argument("--plot", type=Path, default=None, help="draw the table into this PNG (matplotlib)")
-    ap.add_argument("--json", type=Path, default=None, help="save the table's figures to this JSON file")
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="redraw --plot from a --json file of an earlier run instead of running")
+    add_figure_args(ap)
     args = ap.parse_args()
-    if args.from_json:
-        if not args.plot:
-            ap.error("--from-json needs --plot")
-        plot_swap(json.loads(args.from_json.read_text()), args.plot)
-        print(f"wrote {args.plot}")
+    if redraw(ap, args, plot_swap):
         return
 
     train_files, held_files = split_corpus()
