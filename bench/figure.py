@@ -43,6 +43,15 @@ def redraw(ap: argparse.ArgumentParser, args: argparse.Namespace, draw: Callable
     return True
 
 
+def emit(args: argparse.Namespace, result: dict, draw: Callable[[dict, Path], None]) -> None:
+    """A run's figures saved to --json and drawn into --plot, where asked for."""
+    if getattr(args, "json", None):
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.plot:
+        draw(result, args.plot)
+        print(f"wrote {args.plot}")
+
+
 def light_grid(axes: Any, axis: str) -> None:
     for ax in axes:
         ax.grid(axis=axis, color="#dddddd")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import random
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
+from bench.figure import add_figure_args, emit, light_grid, pyplot, redraw, save  # noqa: E402
 from zoo.data import KINDS, cluster, corrupt, embed_corpus, scip_prune  # noqa: E402
 from zoo.data.prune import normalize  # noqa: E402
 from zoo.recipes.tiny_code import split_corpus  # noqa: E402
@@ -180,11 +179,7 @@ def main() -> None:
         result["paired"].append({"name": name, "n": len(sel), "farther": float(farther.mean()),
                                  "delta": float(delta.mean()), "smaller": float(smaller.mean()),
                                  "larger": float(larger.mean())})
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.plot:
-        plot_scip(result, args.plot)
-        print(f"wrote {args.plot}")
+    emit(args, result, plot_scip)
 
 
 if __name__ == "__main__":

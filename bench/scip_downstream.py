@@ -19,7 +19,6 @@ Held-out: the recipe's held-out standard-library files (all clean), bits per byt
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
+from bench.figure import add_figure_args, emit, light_grid, pyplot, redraw, save  # noqa: E402
 from bench.scip import build_corpus  # noqa: E402
 from bench.tokenizer_swap import encode, finetune  # noqa: E402
 from zoo.data import embed_corpus, scip_prune  # noqa: E402
@@ -141,11 +140,7 @@ def main() -> None:
         print(f"| {r['arm']} | {r['files']} | {r['corrupted_share']:.1%} | {r['available_tokens']:,} | "
               f"{np.mean(r['bpb']):.4f} | {', '.join(f'{b:.4f}' for b in r['bpb'])} |")
     result = {"tokens": tokens, "steps": args.steps, "prune": args.prune, "rate": args.rate, "rows": rows}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.plot:
-        plot_downstream(result, args.plot)
-        print(f"wrote {args.plot}")
+    emit(args, result, plot_downstream)
 
 
 if __name__ == "__main__":

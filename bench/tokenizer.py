@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import sys
 import sysconfig
 import time
@@ -48,7 +47,7 @@ from zoo.runtime.tokenizers.bpe import (  # noqa: E402
 )
 
 import zoo  # noqa: E402
-from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
+from bench.figure import add_figure_args, emit, light_grid, pyplot, redraw, save  # noqa: E402
 
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
 SWEEP = (1024, 2048, 4096, 8192, 16384, 32000)
@@ -189,11 +188,7 @@ def main() -> None:
           f"held out {len(held_files)} files {held_bytes / 1e6:.2f} MB (sha256(path) % 10 == 0)")
     if args.study:
         result = study(train_texts, held_texts, [int(v) for v in args.study_sizes.split(",")])
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
-        if args.plot:
-            plot_study(result, args.plot)
-            print(f"wrote {args.plot}")
+        emit(args, result, plot_study)
         print(f"\n({time.perf_counter() - start:.0f} s)")
         return
     print("note: the real LLaMA tokenizer.model is not downloadable here (no internet); the LLaMA rows are "

@@ -17,7 +17,6 @@ each in its own tokenizer.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from bench.figure import add_figure_args, light_grid, pyplot, redraw, save  # noqa: E402
+from bench.figure import add_figure_args, emit, light_grid, pyplot, redraw, save  # noqa: E402
 from zoo.recipes.tiny_code import read_texts, split_corpus  # noqa: E402
 from zoo.tokenizer.evaluate import held_out_loss  # noqa: E402
 from zoo.tokenizer.swap import swap_tokenizer  # noqa: E402
@@ -125,11 +124,7 @@ def main() -> None:
     result = {"steps": args.steps, "tokens": tokens,
               "rows": [{"name": n, "before": b.bits_per_byte, "after": a.bits_per_byte if a else None}
                        for n, b, a in rows]}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.plot:
-        plot_swap(result, args.plot)
-        print(f"wrote {args.plot}")
+    emit(args, result, plot_swap)
 
 
 if __name__ == "__main__":
